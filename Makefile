@@ -1,0 +1,50 @@
+# EquiRecon. `make run` serves on 127.0.0.1:8000; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint export openapi bench calibrate clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Runtime only (no torch): what the service needs.
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# Build time + tests: torch==2.13.0 (CPU wheel), onnx, scikit-image, pytest, ruff, mypy.
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[build,dev]'
+	touch $(VENV)/.runtime $@
+
+run: $(VENV)/.runtime
+	$(BIN)/equirecon serve --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.dev
+	$(BIN)/ruff check service models tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check service models tests bench
+	$(BIN)/mypy
+
+# Re-export every ONNX graph, card and the manifest into models/zoo.
+export: $(VENV)/.dev
+	$(BIN)/python -m models.export
+
+openapi: $(VENV)/.runtime
+	$(BIN)/python -m service.openapi
+
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench.quality
+
+calibrate: $(VENV)/.dev
+	$(BIN)/python -m bench.calibrate_tv
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,118 @@
+r"""Linear physics objects: an operator spec bound to its parameter tensors.
+
+:class:`Physics` reads like the maths (``y = A x + n``): ``A``,
+``A_adjoint``, ``A_dagger``, ``noise``, ``compute_norm`` (power method) and
+``adjointness_test``. It wraps the pure kernels of
+:mod:`models.physics.functional` with parameters built by the service's own
+compiler (``service.operators.compile``), so training, export and serving see
+the very same masks, kernels and geometries.
+
+Example
+-------
+>>> physics = Physics.from_json({"type": "inpainting", "shape": [8, 8],
+...                              "mask": {"random": {"keep": 0.5, "seed": 0}}})
+>>> x = torch.rand(2, 8, 8, dtype=torch.float64)
+>>> bool(physics.adjointness_test(x) < 1e-12)
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import TypeAdapter
+
+from models.physics import functional
+from service.operators.compile import CompiledOperator, compile_operator
+from service.operators.spec import Operator
+
+__all__ = ["OPERATORS", "Physics"]
+
+_OPERATOR = TypeAdapter(Operator)
+
+#: One representative spec per operator family and kernel; every physics test is
+#: parametrised over this list.
+OPERATORS: dict[str, dict[str, Any]] = {
+    "denoising": {"type": "denoising", "shape": [24, 20]},
+    "inpainting": {"type": "inpainting", "shape": [24, 20], "mask": {"random": {"keep": 0.5, "seed": 1}}},
+    "blur": {"type": "blur", "shape": [24, 20], "kernel": {"gaussian": {"sigma": 1.5, "size": 7}}},
+    "superresolution": {"type": "superresolution", "shape": [24, 20], "factor": 2},
+    "cs_dense": {"type": "compressed_sensing", "shape": [16, 12], "m": 60, "seed": 3},
+    "cs_structured": {
+        "type": "compressed_sensing", "shape": [24, 20], "m": 200, "seed": 3, "matrix": "structured",
+    },
+    "mri": {
+        "type": "mri", "shape": [24, 20],
+        "mask": {"cartesian": {"acceleration": 4, "center_fraction": 0.1, "seed": 0}},
+    },
+    "mri_multicoil": {
+        "type": "mri_multicoil", "shape": [24, 20],
+        "mask": {"cartesian": {"acceleration": 2, "center_fraction": 0.1, "seed": 0}},
+        "coils": {"birdcage": {"count": 4}},
+    },
+    "ct": {"type": "ct", "shape": [24, 24], "angles": {"uniform": {"count": 30}}},
+}
+
+
+class Physics:
+    """``y = A x + n`` for one operator, batched over a leading axis."""
+
+    def __init__(self, compiled: CompiledOperator, dtype: torch.dtype = torch.float32) -> None:
+        self.compiled = compiled
+        self.kernel = compiled.kernel
+        self.dtype = dtype
+        self._params = {
+            k: torch.from_numpy(np.array(v)) for k, v in compiled.params.items()
+        }
+
+    @classmethod
+    def from_json(cls, spec: dict[str, Any], dtype: torch.dtype = torch.float32) -> Physics:
+        return cls(compile_operator(_OPERATOR.validate_python(spec)), dtype)
+
+    def params(self, batch: int, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """Parameter tensors repeated over a batch of ``batch`` (floats cast to ``dtype``)."""
+        dtype = dtype or self.dtype
+        out = {}
+        for name, value in self._params.items():
+            v = value.to(dtype) if value.is_floating_point() else value
+            out[name] = v.unsqueeze(0).expand(batch, *v.shape).contiguous()
+        return out
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        return functional.forward(self.kernel, x, self.params(x.shape[0], x.dtype))
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return functional.adjoint(self.kernel, y, self.params(y.shape[0], y.dtype))
+
+    def A_dagger(self, y: torch.Tensor) -> torch.Tensor:
+        return functional.pinv(self.kernel, y, self.params(y.shape[0], y.dtype))
+
+    def noise(self, y: torch.Tensor, sigma: float, generator: torch.Generator | None = None):
+        """Gaussian noise of std ``sigma`` on every real component."""
+        return y + sigma * torch.randn(y.shape, generator=generator, dtype=y.dtype)
+
+    def __call__(self, x: torch.Tensor, sigma: float = 0.0, generator=None) -> torch.Tensor:
+        y = self.A(x)
+        return self.noise(y, sigma, generator) if sigma > 0 else y
+
+    def compute_norm(self, iterations: int = 100, dtype: torch.dtype = torch.float64) -> float:
+        """``‖A‖₂`` by the power method on ``AᵀA`` from a deterministic start."""
+        h, w = self.compiled.image_shape
+        v = torch.ones(1, h, w, dtype=dtype)
+        params = self.params(1, dtype)
+        value = 0.0
+        for _ in range(iterations):
+            v = v / torch.linalg.vector_norm(v)
+            v = functional.adjoint(self.kernel, functional.forward(self.kernel, v, params), params)
+            value = float(torch.linalg.vector_norm(v))
+        return value**0.5
+
+    def adjointness_test(self, x: torch.Tensor) -> float:
+        """``|<Ax, y> - <x, Aᵀy>| / |<Ax, y>|`` for a random ``y``."""
+        ax = self.A(x)
+        y = torch.randn(ax.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(0))
+        lhs = (ax * y).sum()
+        rhs = (x * self.A_adjoint(y)).sum()
+        return float((lhs - rhs).abs() / lhs.abs())
