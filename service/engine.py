@@ -1,0 +1,197 @@
+"""The compute engine: onnxruntime sessions over the zoo's graphs.
+
+One :class:`Engine` per device holds a session for every graph in the zoo
+(CUDA execution provider when present, CPU otherwise) and runs batches:
+``forward`` applies an operator, ``reconstruct`` runs a model. One-shot
+models (``adjoint``, ``pinv``) are one graph call; ``tv`` calls its exported
+PDHG block until every sample's relative change is under its tolerance,
+dropping converged samples from the batch as it goes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import numpy as np
+import onnxruntime as ort
+
+from service.zoo import Zoo, ZooError
+
+__all__ = [
+    "LAMBDA_PER_SIGMA",
+    "Engine",
+    "ReconOptions",
+    "ReconOutput",
+    "choose_lambda",
+    "select_providers",
+]
+
+#: Auto-λ rule: λ = κ_kernel · σ/‖A‖ (the noise level of the normalised data
+#: term), floored at LAMBDA_FLOOR. κ was calibrated by ``bench/calibrate_tv.py``
+#: (best PSNR over a λ sweep on the validation images, 128x128).
+LAMBDA_PER_SIGMA: dict[str, float] = {
+    "denoising": 1.0,
+    "inpainting": 1.0,
+    "blur": 1.0,
+    "superresolution": 1.0,
+    "cs_dense": 1.0,
+    "cs_structured": 1.0,
+    "mri": 1.0,
+    "mri_multicoil": 1.0,
+    "ct": 1.0,
+}
+LAMBDA_FLOOR = 1e-4
+#: σ assumed when a request gives no noise level: this fraction of RMS(y).
+DEFAULT_RELATIVE_SIGMA = 0.01
+#: TV starts from the pseudo-inverse, except where that amplifies noise.
+_TV_START = {"blur": "adjoint"}
+_NO_LOWER_BOUND = np.float32(-3.0e38)
+
+
+@dataclass
+class ReconOptions:
+    """Per-request reconstruction settings (TV ones are ignored by one-shot models)."""
+
+    lam: float | None = None
+    max_iter: int = 300
+    tol: float = 1e-4
+    nonneg: bool = True
+    sigma: float | None = None
+
+
+@dataclass
+class ReconOutput:
+    x: np.ndarray  # [B, H, W] float32
+    iterations: np.ndarray  # [B] int64
+    lam: np.ndarray  # [B] float32, the λ used (0 for one-shot models)
+
+
+def select_providers(device: str) -> list[str]:
+    """onnxruntime providers for ``device`` ("auto" picks CUDA when available)."""
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise RuntimeError("EQUIRECON_DEVICE=cuda but onnxruntime has no CUDA provider")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device != "auto":
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def choose_lambda(kernel: str, sigma: float, norm: float) -> float:
+    """The automatic TV weight for noise std ``sigma`` (see :data:`LAMBDA_PER_SIGMA`)."""
+    return max(LAMBDA_PER_SIGMA[kernel] * sigma / norm, LAMBDA_FLOOR)
+
+
+class Engine:
+    """onnxruntime sessions for every graph of a zoo, on one device."""
+
+    def __init__(self, zoo: Zoo, device: str = "auto") -> None:
+        self.zoo = zoo
+        self.providers = select_providers(device)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        for rel in zoo.files:
+            if rel.startswith("graphs/") and rel.endswith(".onnx"):
+                name = PurePosixPath(rel).name.removesuffix(".onnx")
+                self._sessions[name] = ort.InferenceSession(
+                    str(zoo.path(rel)), sess_options=options, providers=self.providers
+                )
+
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            session = self._sessions[graph]
+        except KeyError as exc:
+            raise ZooError(f"graph {graph}.onnx is not in the zoo") from exc
+        wanted = {i.name for i in session.get_inputs()}
+        return session.run(None, {k: v for k, v in feeds.items() if k in wanted})
+
+    def forward(self, kernel: str, x: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
+        """``A x`` for a batch: x [B, H, W] -> [B, *graph measurement shape]."""
+        return self._run(f"{kernel}.forward", {"x": _f32(x), **params})[0]
+
+    def reconstruct(
+        self,
+        model: str,
+        kernel: str,
+        y: np.ndarray,
+        params: dict[str, np.ndarray],
+        norms: np.ndarray,
+        options: list[ReconOptions],
+    ) -> ReconOutput:
+        """Run ``model`` on a batch of measurements of one kernel."""
+        card = self.zoo.cards[model]
+        y = _f32(y)
+        batch = y.shape[0]
+        if card.kind in ("adjoint", "pinv"):
+            x = self._run(f"{kernel}.{card.kind}", {"y": y, **params})[0]
+            return ReconOutput(x, np.ones(batch, np.int64), np.zeros(batch, np.float32))
+        if card.kind == "tv":
+            return self._tv(kernel, y, params, np.asarray(norms, np.float32), options)
+        raise ZooError(f"model kind {card.kind!r} has no runner")
+
+    def _tv(
+        self,
+        kernel: str,
+        y: np.ndarray,
+        params: dict[str, np.ndarray],
+        norms: np.ndarray,
+        options: list[ReconOptions],
+    ) -> ReconOutput:
+        batch = y.shape[0]
+        lam = np.array(
+            [
+                o.lam if o.lam is not None else choose_lambda(kernel, _sigma(o, y[i]), float(norms[i]))
+                for i, o in enumerate(options)
+            ],
+            np.float32,
+        )
+        lower = np.array([0.0 if o.nonneg else _NO_LOWER_BOUND for o in options], np.float32)
+        inv_norm = (1.0 / norms).astype(np.float32)
+        start = _TV_START.get(kernel, "pinv")
+        x = self._run(f"{kernel}.{start}", {"y": y, **params})[0]
+        if start == "adjoint":
+            x = x * (inv_norm**2)[:, None, None]
+        x = np.maximum(x, lower[:, None, None]).astype(np.float32)
+        state = {
+            "x": x,
+            "xbar": x.copy(),
+            "p": np.zeros((batch, 2, *x.shape[1:]), np.float32),
+            "q": np.zeros_like(y),
+        }
+        iterations = np.zeros(batch, np.int64)
+        max_iter = np.array([o.max_iter for o in options])
+        tol = np.array([o.tol for o in options])
+        active = np.arange(batch)
+        while active.size:
+            feeds = {k: v[active] for k, v in state.items()}
+            feeds.update({k: v[active] for k, v in params.items()})
+            feeds.update(y=y[active], inv_norm=inv_norm[active], lam=lam[active], lower=lower[active])
+            x_out, xbar_out, p_out, q_out, delta = self._run(f"{kernel}.tv", feeds)
+            for key, value in zip(("x", "xbar", "p", "q"), (x_out, xbar_out, p_out, q_out), strict=True):
+                state[key][active] = value
+            iterations[active] += _BLOCK
+            keep = (delta >= tol[active]) & (iterations[active] < max_iter[active])
+            active = active[keep]
+        return ReconOutput(state["x"], iterations, lam)
+
+
+#: PDHG iterations per exported block (models/recon/tv.py BLOCK_ITERATIONS).
+_BLOCK = 10
+
+
+def _sigma(options: ReconOptions, y: np.ndarray) -> float:
+    if options.sigma is not None:
+        return options.sigma
+    return DEFAULT_RELATIVE_SIGMA * float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
