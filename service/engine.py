@@ -33,13 +33,13 @@ __all__ = [
 LAMBDA_PER_SIGMA: dict[str, float] = {
     "denoising": 1.0,
     "inpainting": 1.0,
-    "blur": 1.0,
-    "superresolution": 1.0,
-    "cs_dense": 1.0,
-    "cs_structured": 1.0,
-    "mri": 1.0,
-    "mri_multicoil": 1.0,
-    "ct": 1.0,
+    "blur": 0.125,
+    "superresolution": 0.5,
+    "cs_dense": 2.0,
+    "cs_structured": 0.5,
+    "mri": 0.5,
+    "mri_multicoil": 0.25,
+    "ct": 0.125,
 }
 LAMBDA_FLOOR = 1e-4
 #: σ assumed when a request gives no noise level: this fraction of RMS(y).
