@@ -50,7 +50,9 @@ class _Graph(torch.nn.Module):
     def forward(self, *inputs: torch.Tensor):
         n_state = {"forward": 1, "adjoint": 1, "pinv": 1, "tv": 5}[self.role]
         state = inputs[:n_state]
-        params = dict(zip(self.param_names, inputs[n_state : n_state + len(self.param_names)], strict=True))
+        params = dict(
+            zip(self.param_names, inputs[n_state : n_state + len(self.param_names)], strict=True)
+        )
         if self.role == "forward":
             return functional.forward(self.kernel, state[0], params)
         if self.role == "adjoint":
@@ -58,7 +60,8 @@ class _Graph(torch.nn.Module):
         if self.role == "pinv":
             return functional.pinv(self.kernel, state[0], params)
         inv_norm, lam, lower = inputs[n_state + len(self.param_names) :]
-        return tv_block(self.kernel, *state, params, inv_norm, lam, lower)
+        x, xbar, p, q, y = state
+        return tv_block(self.kernel, x, xbar, p, q, y, params, inv_norm, lam, lower)
 
 
 def graph_inputs(role: str, kernel: str) -> tuple[list[str], list[torch.Tensor], list[str]]:
@@ -87,9 +90,7 @@ def graph_inputs(role: str, kernel: str) -> tuple[list[str], list[torch.Tensor],
 def _dynamic_shapes(kernel: str, names: list[str], tensors: list[torch.Tensor]):
     shapes = []
     for name, t in zip(names, tensors, strict=True):
-        static = name in _COMPLEX_PARAMS or (
-            kernel in _COMPLEX_KERNELS and name in ("y", "q")
-        )
+        static = name in _COMPLEX_PARAMS or (kernel in _COMPLEX_KERNELS and name in ("y", "q"))
         shapes.append({i: Dim.AUTO for i in range(t.dim()) if not (static and i == 1)})
     return tuple(shapes)
 
@@ -97,7 +98,9 @@ def _dynamic_shapes(kernel: str, names: list[str], tensors: list[torch.Tensor]):
 def export_graph(role: str, kernel: str, path: Path) -> None:
     """Export one graph deterministically to ``path``."""
     names, tensors, outputs = graph_inputs(role, kernel)
-    param_names = [n for n in names if n not in ("x", "xbar", "p", "q", "y", "inv_norm", "lam", "lower")]
+    param_names = [
+        n for n in names if n not in ("x", "xbar", "p", "q", "y", "inv_norm", "lam", "lower")
+    ]
     module = _Graph(role, kernel, param_names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -118,7 +121,7 @@ def export_graph(role: str, kernel: str, path: Path) -> None:
 
 
 def _strip_provenance(model: onnx.ModelProto) -> None:
-    """Drop debug metadata (module paths, source lines): graphs must not depend on who ran export."""
+    """Drop debug metadata (module paths, source lines): output must not depend on the caller."""
     model.doc_string = ""
     del model.metadata_props[:]
     graphs = [model.graph]
@@ -139,7 +142,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def export_zoo(zoo: Path = ZOO, kernels: list[str] | None = None, log: Callable[[str], None] = print) -> None:
+def export_zoo(
+    zoo: Path = ZOO, kernels: list[str] | None = None, log: Callable[[str], None] = print
+) -> None:
     """Export every graph, then write the cards and the manifest."""
     from models.cards import write_cards
 
@@ -160,7 +165,8 @@ def write_manifest(zoo: Path = ZOO) -> dict[str, Any]:
     manifest = {
         "format": 1,
         "files": {
-            str(p.relative_to(zoo)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files
+            str(p.relative_to(zoo)): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+            for p in files
         },
     }
     (zoo / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

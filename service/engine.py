@@ -148,7 +148,9 @@ class Engine:
         batch = y.shape[0]
         lam = np.array(
             [
-                o.lam if o.lam is not None else choose_lambda(kernel, _sigma(o, y[i]), float(norms[i]))
+                o.lam
+                if o.lam is not None
+                else choose_lambda(kernel, _sigma(o, y[i]), float(norms[i]))
                 for i, o in enumerate(options)
             ],
             np.float32,
@@ -173,9 +175,13 @@ class Engine:
         while active.size:
             feeds = {k: v[active] for k, v in state.items()}
             feeds.update({k: v[active] for k, v in params.items()})
-            feeds.update(y=y[active], inv_norm=inv_norm[active], lam=lam[active], lower=lower[active])
+            feeds.update(
+                y=y[active], inv_norm=inv_norm[active], lam=lam[active], lower=lower[active]
+            )
             x_out, xbar_out, p_out, q_out, delta = self._run(f"{kernel}.tv", feeds)
-            for key, value in zip(("x", "xbar", "p", "q"), (x_out, xbar_out, p_out, q_out), strict=True):
+            for key, value in zip(
+                ("x", "xbar", "p", "q"), (x_out, xbar_out, p_out, q_out), strict=True
+            ):
                 state[key][active] = value
             iterations[active] += _BLOCK
             keep = (delta >= tol[active]) & (iterations[active] < max_iter[active])

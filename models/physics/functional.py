@@ -34,7 +34,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["CG_ITERATIONS", "KERNEL_FUNCTIONS", "adjoint", "forward", "pinv"]
 
@@ -47,7 +46,7 @@ CG_ITERATIONS = 30
 BLUR_PINV_CUTOFF = 1e-3
 
 
-# --- complex helpers -----------------------------------------------------------------------
+# --- complex helpers
 def _dft2(re: torch.Tensor, im: torch.Tensor | None, fh: torch.Tensor, fw: torch.Tensor):
     """``F_h Z F_wᵀ`` for ``Z = re + i im`` of shape [B, ..., H, W]; fh [B, 2, H, H]."""
     extra = re.dim() - 3  # axes between batch and (H, W), e.g. coils
@@ -106,12 +105,12 @@ def _cg_normal(
     return z
 
 
-# --- denoising ---------------------------------------------------------------------------------
+# --- denoising
 def _identity(t: torch.Tensor, p: Params) -> torch.Tensor:
     return t
 
 
-# --- inpainting --------------------------------------------------------------------------------
+# --- inpainting
 def _inpainting_forward(x: torch.Tensor, p: Params) -> torch.Tensor:
     return p["mask"] * x
 
@@ -126,7 +125,7 @@ def _inpainting_pinv(y: torch.Tensor, p: Params) -> torch.Tensor:
     return _masked_inverse(y, p["mask"])
 
 
-# --- blur ------------------------------------------------------------------------------------------
+# --- blur
 def _blur_apply(x: torch.Tensor, otf_re: torch.Tensor, otf_im: torch.Tensor, p: Params):
     xr, xi = _dft2(x, None, p["dft_h"], p["dft_w"])
     zr, zi = otf_re * xr - otf_im * xi, otf_re * xi + otf_im * xr
@@ -152,7 +151,7 @@ def _blur_pinv(y: torch.Tensor, p: Params) -> torch.Tensor:
     return _blur_apply(y, inv_re, inv_im, p)
 
 
-# --- super-resolution ------------------------------------------------------------------------------
+# --- super-resolution
 def _sr_forward(x: torch.Tensor, p: Params) -> torch.Tensor:
     return p["down_h"] @ x @ p["down_w"].transpose(-1, -2)
 
@@ -169,7 +168,7 @@ def _sr_pinv(y: torch.Tensor, p: Params) -> torch.Tensor:
     return _sr_adjoint(y, p) / c
 
 
-# --- compressed sensing, dense Gaussian (matrix stored as [m, H, W]) -----------------------------
+# --- compressed sensing, dense Gaussian (matrix stored as [m, H, W])
 def _csd_forward(x: torch.Tensor, p: Params) -> torch.Tensor:
     return (p["matrix"].flatten(2) @ x.flatten(1).unsqueeze(-1)).squeeze(-1)
 
@@ -192,7 +191,7 @@ def _csd_pinv(y: torch.Tensor, p: Params) -> torch.Tensor:
     return _csd_adjoint(z, p)
 
 
-# --- compressed sensing, structured (random signs, 2-D DCT, subsampling) ---------------------------
+# --- compressed sensing, structured (random signs, 2-D DCT, subsampling)
 def _css_forward(x: torch.Tensor, p: Params) -> torch.Tensor:
     coeff = p["dct_h"] @ (p["signs"] * x) @ p["dct_w"].transpose(-1, -2)
     return torch.gather(coeff.flatten(1), 1, p["keep_index"])
@@ -204,7 +203,7 @@ def _css_adjoint_like(y: torch.Tensor, p: Params) -> torch.Tensor:
     return p["signs"] * (p["dct_h"].transpose(-1, -2) @ coeff @ p["dct_w"])
 
 
-# --- MRI -------------------------------------------------------------------------------------------
+# --- MRI
 def _mri_forward(x: torch.Tensor, p: Params) -> torch.Tensor:
     re, im = _dft2(x, None, p["dft_h"], p["dft_w"])
     return torch.stack([p["mask"] * re, p["mask"] * im], dim=1)
@@ -220,10 +219,12 @@ def _mri_adjoint(y: torch.Tensor, p: Params) -> torch.Tensor:
 
 def _mri_pinv(y: torch.Tensor, p: Params) -> torch.Tensor:
     # Zero-filled inverse: exact pseudo-inverse over complex images; real part kept.
-    return _mri_backward(_masked_inverse(y[:, 0], p["mask"]), _masked_inverse(y[:, 1], p["mask"]), p)
+    return _mri_backward(
+        _masked_inverse(y[:, 0], p["mask"]), _masked_inverse(y[:, 1], p["mask"]), p
+    )
 
 
-# --- multi-coil MRI ----------------------------------------------------------------------------------
+# --- multi-coil MRI
 def _mc_forward(x: torch.Tensor, p: Params) -> torch.Tensor:
     sr, si = p["coils"][:, 0], p["coils"][:, 1]  # [B, C, H, W]
     xr, xi = _dft2(sr * x.unsqueeze(1), si * x.unsqueeze(1), p["dft_h"], p["dft_w"])
@@ -243,9 +244,9 @@ def _mc_pinv(y: torch.Tensor, p: Params) -> torch.Tensor:
     return _cg_normal(rhs, lambda v: _mc_adjoint(_mc_forward(v, p), p), CG_ITERATIONS)
 
 
-# --- CT ----------------------------------------------------------------------------------------------
+# --- CT
 def _ell_apply(v: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Padded-ELL sparse product: ``out[..., r] = Σ_k weight[..., r, k] v.flat[index[..., r, k]]``."""
+    """Padded-ELL sparse product: ``out[.., r] = Σ_k weight[.., r, k] v.flat[index[.., r, k]]``."""
     batch = v.shape[0]
     gathered = torch.gather(v.reshape(batch, -1), 1, index.reshape(batch, -1))
     return (gathered.reshape(index.shape) * weight).sum(-1)

@@ -36,19 +36,29 @@ _OPERATOR = TypeAdapter(Operator)
 #: parametrised over this list.
 OPERATORS: dict[str, dict[str, Any]] = {
     "denoising": {"type": "denoising", "shape": [24, 20]},
-    "inpainting": {"type": "inpainting", "shape": [24, 20], "mask": {"random": {"keep": 0.5, "seed": 1}}},
+    "inpainting": {
+        "type": "inpainting",
+        "shape": [24, 20],
+        "mask": {"random": {"keep": 0.5, "seed": 1}},
+    },
     "blur": {"type": "blur", "shape": [24, 20], "kernel": {"gaussian": {"sigma": 1.5, "size": 7}}},
     "superresolution": {"type": "superresolution", "shape": [24, 20], "factor": 2},
     "cs_dense": {"type": "compressed_sensing", "shape": [16, 12], "m": 60, "seed": 3},
     "cs_structured": {
-        "type": "compressed_sensing", "shape": [24, 20], "m": 200, "seed": 3, "matrix": "structured",
+        "type": "compressed_sensing",
+        "shape": [24, 20],
+        "m": 200,
+        "seed": 3,
+        "matrix": "structured",
     },
     "mri": {
-        "type": "mri", "shape": [24, 20],
+        "type": "mri",
+        "shape": [24, 20],
         "mask": {"cartesian": {"acceleration": 4, "center_fraction": 0.1, "seed": 0}},
     },
     "mri_multicoil": {
-        "type": "mri_multicoil", "shape": [24, 20],
+        "type": "mri_multicoil",
+        "shape": [24, 20],
         "mask": {"cartesian": {"acceleration": 2, "center_fraction": 0.1, "seed": 0}},
         "coils": {"birdcage": {"count": 4}},
     },
@@ -63,9 +73,7 @@ class Physics:
         self.compiled = compiled
         self.kernel = compiled.kernel
         self.dtype = dtype
-        self._params = {
-            k: torch.from_numpy(np.array(v)) for k, v in compiled.params.items()
-        }
+        self._params = {k: torch.from_numpy(np.array(v)) for k, v in compiled.params.items()}
 
     @classmethod
     def from_json(cls, spec: dict[str, Any], dtype: torch.dtype = torch.float32) -> Physics:

@@ -13,6 +13,7 @@ Complex measurements travel inside graphs as float32 with a leading
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -100,7 +101,8 @@ class CompiledOperator:
 
 def compile_operator(op: s.Operator) -> CompiledOperator:
     """Build the graph inputs of ``op`` (raises :class:`OperatorError`)."""
-    return _COMPILERS[type(op)](op)
+    compiler: Callable[[s.Operator], CompiledOperator] = _COMPILERS[type(op)]  # type: ignore[assignment]
+    return compiler(op)
 
 
 def _image_array(value: np.ndarray, shape: tuple[int, int], name: str) -> np.ndarray:
@@ -108,7 +110,9 @@ def _image_array(value: np.ndarray, shape: tuple[int, int], name: str) -> np.nda
     if value.dtype.kind == "c":
         raise OperatorError((name,), f"{name} must be real, got complex64")
     if tuple(value.shape) != shape:
-        raise OperatorError((name,), f"{name} must have shape {list(shape)}, got {list(value.shape)}")
+        raise OperatorError(
+            (name,), f"{name} must have shape {list(shape)}, got {list(value.shape)}"
+        )
     out = value.astype(np.float32)
     if out.min(initial=0.0) < 0.0 or out.max(initial=0.0) > 1.0:
         raise OperatorError((name,), f"{name} values must lie in [0, 1]")
@@ -117,7 +121,9 @@ def _image_array(value: np.ndarray, shape: tuple[int, int], name: str) -> np.nda
     return out
 
 
-def _mask(value: s.ArrayModel | s.RandomMask | s.CartesianMask, shape: tuple[int, int]) -> np.ndarray:
+def _mask(
+    value: s.ArrayModel | s.RandomMask | s.CartesianMask, shape: tuple[int, int]
+) -> np.ndarray:
     if isinstance(value, s.RandomMask):
         mask = gen.random_mask(shape, value.random.keep, value.random.seed)
         if not mask.any():
@@ -154,7 +160,9 @@ def _blur(op: s.Blur) -> CompiledOperator:
         kernel = kernel.astype(np.float32)
     kh, kw = kernel.shape
     if kh > height or kw > width:
-        raise OperatorError(("kernel",), f"kernel {[kh, kw]} is larger than the image {[height, width]}")
+        raise OperatorError(
+            ("kernel",), f"kernel {[kh, kw]} is larger than the image {[height, width]}"
+        )
     # Circular convolution with the kernel centred at (kh//2, kw//2): move that
     # pixel to the origin, then the transfer function is the plain FFT.
     padded = np.zeros((height, width), dtype=np.float64)
@@ -186,8 +194,13 @@ def _superresolution(op: s.SuperResolution) -> CompiledOperator:
         raise OperatorError(("shape",), f"shape {[height, width]} must be divisible by factor {f}")
     params = {"down_h": _box_matrix(height, f), "down_w": _box_matrix(width, f)}
     return CompiledOperator(
-        "superresolution", "superresolution", op.shape, (height // f, width // f), "float32",
-        params, 1.0 / f,
+        "superresolution",
+        "superresolution",
+        op.shape,
+        (height // f, width // f),
+        "float32",
+        params,
+        1.0 / f,
     )
 
 
@@ -205,8 +218,13 @@ def _compressed_sensing(op: s.CompressedSensing) -> CompiledOperator:
             )
         matrix = _cached_gaussian(op.m, n, op.seed).reshape(op.m, height, width)
         return CompiledOperator(
-            "compressed_sensing", "cs_dense", op.shape, (op.m,), "float32",
-            {"matrix": matrix}, _matrix_norm(op.m, n, op.seed),
+            "compressed_sensing",
+            "cs_dense",
+            op.shape,
+            (op.m,),
+            "float32",
+            {"matrix": matrix},
+            _matrix_norm(op.m, n, op.seed),
         )
     signs, select = gen.structured_sensing(op.shape, op.m, op.seed)
     # Aᵀ as a gather: pixel j reads y[scatter[j]], where index m is a zero pad.
@@ -252,7 +270,9 @@ def _mri(op: s.MRI) -> CompiledOperator:
         "dft_h": gen.centred_dft_matrix(height),
         "dft_w": gen.centred_dft_matrix(width),
     }
-    return CompiledOperator("mri", "mri", op.shape, op.shape, "complex64", params, float(mask.max()))
+    return CompiledOperator(
+        "mri", "mri", op.shape, op.shape, "complex64", params, float(mask.max())
+    )
 
 
 def _mri_multicoil(op: s.MRIMulticoil) -> CompiledOperator:
@@ -264,7 +284,8 @@ def _mri_multicoil(op: s.MRIMulticoil) -> CompiledOperator:
         coils = op.coils.array
         if coils.dtype != np.complex64 or coils.ndim != 3 or tuple(coils.shape[1:]) != op.shape:
             raise OperatorError(
-                ("coils",), f"coils must be complex64 [C, {height}, {width}], got "
+                ("coils",),
+                f"coils must be complex64 [C, {height}, {width}], got "
                 f"{coils.dtype.name} {list(coils.shape)}",
             )
         if not np.any(coils):
@@ -279,7 +300,13 @@ def _mri_multicoil(op: s.MRIMulticoil) -> CompiledOperator:
     norm = float(np.sqrt(mask.max() * np.max(np.sum(np.abs(coils) ** 2, axis=0))))
     count = coils.shape[0]
     return CompiledOperator(
-        "mri_multicoil", "mri_multicoil", op.shape, (count, height, width), "complex64", params, norm
+        "mri_multicoil",
+        "mri_multicoil",
+        op.shape,
+        (count, height, width),
+        "complex64",
+        params,
+        norm,
     )
 
 
@@ -295,13 +322,13 @@ def _ct(op: s.CT) -> CompiledOperator:
             raise OperatorError(("angles",), "angles must be finite numbers of degrees")
     detectors = op.detectors or height
     geom = ct_geometry(angles, height, width, detectors)
-    params = {
+    params: dict[str, np.ndarray] = {
         "fwd_index": geom.fwd_index,
         "fwd_weight": geom.fwd_weight,
         "adj_index": geom.adj_index,
         "adj_weight": geom.adj_weight,
         "ramp": geom.ramp,
-        "fbp_scale": np.float32(geom.fbp_scale).reshape(()),
+        "fbp_scale": np.asarray(geom.fbp_scale, dtype=np.float32),
     }
     return CompiledOperator(
         "ct", "ct", op.shape, (len(angles), detectors), "float32", params, ct_norm(geom)

@@ -31,7 +31,7 @@ def random_mask(shape: tuple[int, int], keep: float, seed: int) -> np.ndarray:
 
 
 def gaussian_kernel(sigma: float, size: int) -> np.ndarray:
-    """``exp(-(i² + j²) / 2σ²)`` on a ``size x size`` grid centred at ``size // 2``, summing to 1."""
+    """``exp(-(i² + j²) / 2σ²)`` on a ``size²`` grid centred at ``size // 2``, summing to 1."""
     r = np.arange(size, dtype=np.float64) - size // 2
     g = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2.0 * sigma**2))
     return (g / g.sum()).astype(np.float32)
@@ -49,8 +49,8 @@ def cartesian_mask(
     """
     height, width = shape
     rng = np.random.default_rng(seed)
-    n_center = int(round(width * center_fraction))
-    n_total = max(n_center, int(round(width / acceleration)), 1)
+    n_center = round(width * center_fraction)
+    n_total = max(n_center, round(width / acceleration), 1)
     start = width // 2 - n_center // 2
     center = np.arange(start, start + n_center)
     rest = np.setdiff1d(np.arange(width), center)

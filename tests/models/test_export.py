@@ -23,7 +23,9 @@ _STATE = {"x", "xbar", "p", "q", "y", "inv_norm", "lam", "lower"}
 @pytest.mark.parametrize(("kernel", "role"), GRAPHS)
 def test_shipped_graph_matches_torch(kernel: str, role: str) -> None:
     names, tensors, _ = graph_inputs(role, kernel)
-    session = ort.InferenceSession(str(ZOO / "graphs" / f"{kernel}.{role}.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(ZOO / "graphs" / f"{kernel}.{role}.onnx"), providers=["CPUExecutionProvider"]
+    )
     got = session.run(None, {n: t.numpy() for n, t in zip(names, tensors, strict=True)})
     with torch.no_grad():
         want = _Graph(role, kernel, [n for n in names if n not in _STATE])(*tensors)

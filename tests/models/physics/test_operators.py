@@ -56,14 +56,23 @@ def test_compiled_norm_bounds_the_power_method(kernel: str) -> None:
 
 
 # Kernels whose pseudo-inverse is exact on the range of A: A A† y = y.
-EXACT_PINV = ["denoising", "inpainting", "superresolution", "cs_dense", "cs_structured", "mri_multicoil"]
+EXACT_PINV = [
+    "denoising",
+    "inpainting",
+    "superresolution",
+    "cs_dense",
+    "cs_structured",
+    "mri_multicoil",
+]
 
 
 @pytest.mark.parametrize("kernel", EXACT_PINV)
 def test_pinv_reproduces_measurements(kernel: str) -> None:
     physics = _physics(kernel)
     y = physics.A(_image(physics))
-    residual = torch.linalg.vector_norm(physics.A(physics.A_dagger(y)) - y) / torch.linalg.vector_norm(y)
+    residual = torch.linalg.vector_norm(
+        physics.A(physics.A_dagger(y)) - y
+    ) / torch.linalg.vector_norm(y)
     assert residual < 1e-5
 
 

@@ -45,7 +45,9 @@ def test_tv_lowers_the_objective_below_the_start(kernel: str) -> None:
     state = tv_init(x0, y)
     one = torch.ones(1, dtype=torch.float64)
     for _ in range(20):
-        *state, delta = tv_block(kernel, *state, y, params, one / physics.compiled.norm, one * lam, 0 * one)
+        *state, delta = tv_block(
+            kernel, *state, y, params, one / physics.compiled.norm, one * lam, 0 * one
+        )
     assert _objective(physics, state[0], y, lam) < _objective(physics, x0, y, lam)
     assert float(state[0].min()) >= 0.0
     assert float(delta[0]) < 0.05
