@@ -11,7 +11,6 @@ dropping converged samples from the batch as it goes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import numpy as np
 import onnxruntime as ort
@@ -97,19 +96,23 @@ class Engine:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        self._sessions: dict[str, ort.InferenceSession] = {}
-        for rel in zoo.files:
-            if rel.startswith("graphs/") and rel.endswith(".onnx"):
-                name = PurePosixPath(rel).name.removesuffix(".onnx")
-                self._sessions[name] = ort.InferenceSession(
-                    str(zoo.path(rel)), sess_options=options, providers=self.providers
-                )
+        # Sessions by zoo-relative path: graphs/{kernel}.{role}.onnx for the
+        # operator graphs, whatever a card names for a learned model.
+        self._sessions: dict[str, ort.InferenceSession] = {
+            rel: ort.InferenceSession(
+                str(zoo.path(rel)), sess_options=options, providers=self.providers
+            )
+            for rel in zoo.files
+            if rel.startswith("graphs/") and rel.endswith(".onnx")
+        }
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run ``graphs/{graph}.onnx`` (``graph`` = "kernel.role") or a zoo-relative path."""
+        rel = graph if graph.endswith(".onnx") else f"graphs/{graph}.onnx"
         try:
-            session = self._sessions[graph]
+            session = self._sessions[rel]
         except KeyError as exc:
-            raise ZooError(f"graph {graph}.onnx is not in the zoo") from exc
+            raise ZooError(f"{rel} is not in the zoo") from exc
         wanted = {i.name for i in session.get_inputs()}
         return session.run(None, {k: v for k, v in feeds.items() if k in wanted})
 
@@ -135,6 +138,11 @@ class Engine:
             return ReconOutput(x, np.ones(batch, np.int64), np.zeros(batch, np.float32))
         if card.kind == "tv":
             return self._tv(kernel, y, params, np.asarray(norms, np.float32), options)
+        if card.kind == "learned":
+            # A learned network is one graph: (y, params, inv_norm) -> x.
+            inv_norm = (1.0 / np.asarray(norms, np.float32)).astype(np.float32)
+            x = self._run(card.graphs[kernel], {"y": y, **params, "inv_norm": inv_norm})[0]
+            return ReconOutput(x, np.ones(batch, np.int64), np.zeros(batch, np.float32))
         raise ZooError(f"model kind {card.kind!r} has no runner")
 
     def _tv(

@@ -43,11 +43,14 @@ class ModelCard:
             )
         if op.kernel not in self.graphs:
             raise ValueError(f"model {self.id!r} has no graph for this {op.family} operator")
-        shape = (self.raw.get("constraints") or {}).get("shape")
-        if shape is not None and list(op.image_shape) != list(shape):
-            raise ValueError(
-                f"model {self.id!r} accepts images of shape {shape}, got {list(op.image_shape)}"
-            )
+        constraints = self.raw.get("constraints") or {}
+        for key, got in (("shape", op.image_shape), ("measurement_shape", op.measurement_shape)):
+            want = constraints.get(key)
+            if want is not None and list(got) != list(want):
+                raise ValueError(
+                    f"model {self.id!r} was trained for operators with {key} {want}, "
+                    f"got {list(got)}"
+                )
 
 
 @dataclass(frozen=True)

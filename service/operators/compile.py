@@ -102,7 +102,16 @@ class CompiledOperator:
 def compile_operator(op: s.Operator) -> CompiledOperator:
     """Build the graph inputs of ``op`` (raises :class:`OperatorError`)."""
     compiler: Callable[[s.Operator], CompiledOperator] = _COMPILERS[type(op)]  # type: ignore[assignment]
-    return compiler(op)
+    # Extreme but schema-valid parameters (a Gaussian sigma of 1e-300) can
+    # overflow: refuse them here so no NaN ever reaches a graph.
+    with np.errstate(all="ignore"):
+        compiled = compiler(op)
+    finite = np.isfinite(compiled.norm) and compiled.norm > 0
+    if not finite or not all(
+        np.all(np.isfinite(v)) for v in compiled.params.values() if v.dtype.kind == "f"
+    ):
+        raise OperatorError((), "operator parameters give non-finite values")
+    return compiled
 
 
 def _image_array(value: np.ndarray, shape: tuple[int, int], name: str) -> np.ndarray:

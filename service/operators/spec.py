@@ -37,12 +37,13 @@ __all__ = [
 ]
 
 MIN_SIDE, MAX_SIDE = 8, 1024
-Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)]
+Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE, strict=True)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON `false` or `"3"` is not a seed; a shape array still fills the tuple.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RandomMaskSpec(_Strict):
@@ -90,7 +91,7 @@ class UniformAngles(_Strict):
 
 
 class _Base(_Strict):
-    shape: tuple[Side, Side] = Field(description="[H, W] of the image")
+    shape: tuple[Side, Side] = Field(strict=False, description="[H, W] of the image")
 
 
 class Denoising(_Base):

@@ -1,0 +1,81 @@
+"""Named dependencies: route signatures read like prose (``zoo: ZooDep``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.config import Settings
+from service.dispatch.base import Dispatcher
+from service.engine import Engine
+from service.errors import NotReady
+from service.jobs import JobStore
+from service.metrics import Metrics
+from service.zoo import Zoo
+
+__all__ = [
+    "DispatcherDep",
+    "EngineDep",
+    "JobsDep",
+    "MetricsDep",
+    "Runtime",
+    "RuntimeDep",
+    "SettingsDep",
+    "ZooDep",
+]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What the lifespan loads: the verified zoo, the engine, the job store and the workers."""
+
+    zoo: Zoo
+    engine: Engine
+    jobs: JobStore
+    dispatcher: Dispatcher
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        raise NotReady("models are not loaded yet")
+    return runtime
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_zoo(runtime: RuntimeDep) -> Zoo:
+    return runtime.zoo
+
+
+def get_engine(runtime: RuntimeDep) -> Engine:
+    return runtime.engine
+
+
+def get_jobs(runtime: RuntimeDep) -> JobStore:
+    return runtime.jobs
+
+
+def get_dispatcher(runtime: RuntimeDep) -> Dispatcher:
+    return runtime.dispatcher
+
+
+ZooDep = Annotated[Zoo, Depends(get_zoo)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+JobsDep = Annotated[JobStore, Depends(get_jobs)]
+DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]

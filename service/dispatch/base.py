@@ -1,0 +1,36 @@
+"""The one small interface between the API and whatever runs the jobs."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from service.jobs import Job
+
+__all__ = ["Dispatcher"]
+
+
+@runtime_checkable
+class Dispatcher(Protocol):
+    """Runs jobs somewhere and reports through the :class:`~service.jobs.JobStore`.
+
+    ``submit`` queues a job (raising :class:`~service.errors.QueueFull` when
+    full); the backend moves it to ``running`` and finishes it in the store.
+    """
+
+    def start(self) -> None:
+        """Start the workers (called once by the app lifespan)."""
+
+    def stop(self) -> None:
+        """Stop the workers; queued jobs are cancelled."""
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` (its ``task`` is a :class:`~service.worker.Task`)."""
+
+    def cancel(self, job_id: str) -> bool:
+        """Withdraw a queued job; False if it is not queued here (running or unknown)."""
+
+    def alive(self) -> bool:
+        """True while the workers run (readiness)."""
+
+    def queue_depth(self) -> int:
+        """Jobs waiting for a worker."""
