@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint export openapi bench calibrate clean
+.PHONY: run test lint export openapi bench calibrate train clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,15 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[build,dev]'
 	touch $(VENV)/.runtime $@
 
+# Real T1 brain volumes for the "brain" training/validation source (Debian, ~16 MB).
+BRAIN := /usr/share/mricron/templates/ch2.nii.gz
+$(BRAIN):
+	apt-get install -y mricron-data || (apt-get update && apt-get install -y mricron-data)
+
 run: $(VENV)/.runtime
 	$(BIN)/equirecon serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev $(BRAIN)
 	$(BIN)/ruff check service models tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
@@ -45,6 +50,12 @@ bench: $(VENV)/.dev
 
 calibrate: $(VENV)/.dev
 	$(BIN)/python -m bench.calibrate_tv
+
+# Train, export and evaluate every learned model (hours on 2 CPU cores; CUDA when present).
+RECIPES := inpainting-ei inpainting-sup ct-ei ct-sup mri-ei mri-sup denoising-p4m
+train: $(VENV)/.dev $(BRAIN)
+	for r in $(RECIPES); do $(BIN)/python -m models.train $$r --export || exit 1; done
+	for f in inpainting ct mri denoising; do $(BIN)/python -m models.evaluate $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

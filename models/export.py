@@ -29,7 +29,15 @@ from models.physics import functional
 from models.physics.operators import OPERATORS, Physics
 from models.recon.tv import tv_block, tv_init
 
-__all__ = ["ROLES", "ZOO", "export_graph", "export_zoo", "graph_inputs"]
+__all__ = [
+    "ROLES",
+    "ZOO",
+    "export_graph",
+    "export_module",
+    "export_zoo",
+    "graph_inputs",
+    "write_manifest",
+]
 
 ZOO = Path(__file__).resolve().parent / "zoo"
 ROLES = ("forward", "adjoint", "pinv", "tv")
@@ -37,6 +45,8 @@ OPSET = 20
 #: Inputs whose axis 1 is the (re, im) axis and so stays static.
 _COMPLEX_PARAMS = {"otf", "dft_h", "dft_w", "coils"}
 _COMPLEX_KERNELS = {"mri", "mri_multicoil"}
+#: Graph inputs that are state or scalars, not operator parameters.
+_STATE_INPUTS = {"x", "xbar", "p", "q", "y", "inv_norm", "lam", "lower"}
 BATCH = 3
 
 
@@ -98,10 +108,19 @@ def _dynamic_shapes(kernel: str, names: list[str], tensors: list[torch.Tensor]):
 def export_graph(role: str, kernel: str, path: Path) -> None:
     """Export one graph deterministically to ``path``."""
     names, tensors, outputs = graph_inputs(role, kernel)
-    param_names = [
-        n for n in names if n not in ("x", "xbar", "p", "q", "y", "inv_norm", "lam", "lower")
-    ]
-    module = _Graph(role, kernel, param_names)
+    param_names = [n for n in names if n not in _STATE_INPUTS]
+    export_module(_Graph(role, kernel, param_names), kernel, names, tensors, outputs, path)
+
+
+def export_module(
+    module: torch.nn.Module,
+    kernel: str,
+    names: list[str],
+    tensors: list[torch.Tensor],
+    outputs: list[str],
+    path: Path,
+) -> None:
+    """Export ``module(*tensors)`` with every axis dynamic (but (re, im)) to ``path``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -117,6 +136,7 @@ def export_graph(role: str, kernel: str, path: Path) -> None:
     assert program is not None
     model = program.model_proto
     _strip_provenance(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(model, str(path))
 
 

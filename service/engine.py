@@ -133,17 +133,12 @@ class Engine:
         card = self.zoo.cards[model]
         y = _f32(y)
         batch = y.shape[0]
-        if card.kind in ("adjoint", "pinv"):
-            x = self._run(f"{kernel}.{card.kind}", {"y": y, **params})[0]
-            return ReconOutput(x, np.ones(batch, np.int64), np.zeros(batch, np.float32))
         if card.kind == "tv":
             return self._tv(kernel, y, params, np.asarray(norms, np.float32), options)
-        if card.kind == "learned":
-            # A learned network is one graph: (y, params, inv_norm) -> x.
-            inv_norm = (1.0 / np.asarray(norms, np.float32)).astype(np.float32)
-            x = self._run(card.graphs[kernel], {"y": y, **params, "inv_norm": inv_norm})[0]
-            return ReconOutput(x, np.ones(batch, np.int64), np.zeros(batch, np.float32))
-        raise ZooError(f"model kind {card.kind!r} has no runner")
+        # Every other model is one graph call: (y, params[, inv_norm]) -> x.
+        inv_norm = (1.0 / np.asarray(norms, np.float32)).astype(np.float32)
+        x = self._run(card.graphs[kernel], {"y": y, **params, "inv_norm": inv_norm})[0]
+        return ReconOutput(x, np.ones(batch, np.int64), np.zeros(batch, np.float32))
 
     def _tv(
         self,

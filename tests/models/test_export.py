@@ -12,12 +12,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from models.export import _STATE_INPUTS as _STATE
 from models.export import ROLES, ZOO, _Graph, export_graph, graph_inputs
 from models.physics.operators import OPERATORS
 from service.zoo import Zoo, ZooError
 
 GRAPHS = [(k, r) for k in OPERATORS for r in ROLES]
-_STATE = {"x", "xbar", "p", "q", "y", "inv_norm", "lam", "lower"}
+
 
 
 @pytest.mark.parametrize(("kernel", "role"), GRAPHS)

@@ -1,0 +1,129 @@
+"""Validate the served models of a family and write the results into their cards.
+
+For each validation image of the family's data (``models.data``, split
+"val"), simulate the card operator with the recipe's noise, reconstruct it
+with ``pinv``, ``tv`` and every learned model of the family exactly as the
+service does (``service.worker.run_batch`` over the exported zoo), and record
+PSNR, SSIM and the test-time equivariance score. Writes ``metrics`` into each
+learned card, a figure ``figures/FAMILY.png`` (ground truth, pinv, TV, the
+learned models, and their error maps) and refreshes the manifest.
+
+    python -m models.evaluate FAMILY [--count 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pydantic import TypeAdapter
+from skimage.metrics import structural_similarity
+
+from models.export import ZOO, write_manifest
+from models.train.loop import operator_spec
+from models.train.recipes import RECIPES, SIZE
+from service import equivariance as eq
+from service.engine import Engine, ReconOptions
+from service.operators.compile import compile_operator
+from service.operators.spec import Operator
+from service.worker import Task, run_batch
+from service.zoo import Zoo
+
+__all__ = ["evaluate_family"]
+
+
+def _psnr(x: np.ndarray, ref: np.ndarray) -> float:
+    return float(10 * np.log10(1.0 / max(float(np.mean((x - ref) ** 2)), 1e-12)))
+
+
+def evaluate_family(family: str, count: int = 16, zoo_dir: Path = ZOO) -> dict[str, Any]:
+    from models.data.sources import make_source
+
+    recipes = [r for r in RECIPES.values() if r.family == family]
+    if not recipes:
+        raise SystemExit(f"no recipe for family {family!r}")
+    zoo = Zoo.load(zoo_dir)
+    learned = [r.name for r in recipes if r.name in zoo.cards]
+    models = ["pinv", "tv", *learned]
+    engine = Engine(zoo, "auto")
+    recipe = recipes[0]
+    spec = TypeAdapter(Operator).validate_python(operator_spec(recipe, SIZE, 0))
+    op = compile_operator(spec)
+    sigma = recipe.sigma[1] / 2 if isinstance(recipe.sigma, tuple) else recipe.sigma
+    group = eq.default_group(op.family, op.image_shape)
+    transforms = tuple(eq.select(group, op.image_shape, None))
+    source = make_source(recipe.data, SIZE, "val")
+    rows: dict[str, dict[str, list[float]]] = {
+        m: {"psnr": [], "ssim": [], "score": []} for m in models
+    }
+    examples: dict[str, np.ndarray] = {}
+    for i in range(min(count, len(source))):
+        truth = np.asarray(source[i], np.float32)
+        params = {k: v[None] for k, v in op.params.items()}
+        y = engine.forward(op.kernel, truth[None], params)[0]
+        y = y + sigma * np.random.default_rng(i).standard_normal(y.shape).astype(np.float32)
+        for model in models:
+            task = Task(model, op, y, ReconOptions(sigma=sigma), group, transforms)
+            outcome = run_batch(engine, [task])[0]
+            x = outcome.image
+            rows[model]["psnr"].append(_psnr(x, truth))
+            rows[model]["ssim"].append(float(structural_similarity(x, truth, data_range=1.0)))
+            assert outcome.equivariance is not None
+            rows[model]["score"].append(outcome.equivariance.score)
+            if i == 0:
+                examples[model] = x
+        if i == 0:
+            examples["ground truth"] = truth
+    metrics = {
+        "validation": f"{recipe.data} val split, first {count} images, {SIZE}x{SIZE}",
+        "operator": operator_spec(recipe, SIZE, 0),
+        "noise_sigma": sigma,
+        "equivariance_group": group,
+        "command": f"python -m models.evaluate {family} --count {count}",
+        "models": {
+            m: {
+                "psnr_db": round(float(np.mean(v["psnr"])), 2),
+                "ssim": round(float(np.mean(v["ssim"])), 4),
+                "score_db": round(-10 * float(np.log10(max(float(np.mean(v["score"])), 1e-12))), 2),
+            }
+            for m, v in rows.items()
+        },
+    }
+    figure = f"figures/{family}.png"
+    _figure(examples, ["ground truth", *models], zoo_dir / figure)
+    for name in learned:
+        path = zoo_dir / "cards" / f"{name}.json"
+        card = json.loads(path.read_text())
+        card["metrics"] = metrics
+        card["figure"] = figure
+        path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    write_manifest(zoo_dir)
+    return metrics
+
+
+def _figure(images: dict[str, np.ndarray], order: list[str], path: Path) -> None:
+    """Top row: the images; bottom row: |error| x 4 (ground truth column left blank)."""
+    truth = images["ground truth"]
+    tiles = [np.clip(images[k], 0, 1) for k in order]
+    errors = [np.zeros_like(truth)] + [
+        np.clip(4 * np.abs(images[k] - truth), 0, 1) for k in order[1:]
+    ]
+    grid = np.concatenate([np.concatenate(tiles, 1), np.concatenate(errors, 1)], 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((grid * 255).round().astype(np.uint8)).save(path, optimize=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("family", choices=sorted({r.family for r in RECIPES.values()}))
+    parser.add_argument("--count", type=int, default=16)
+    args = parser.parse_args(argv)
+    print(json.dumps(evaluate_family(args.family, args.count), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Export a trained recipe to the zoo: one ONNX graph and its model card.
+
+The graph is the whole unrolled network ``(y, params..., inv_norm) -> x``
+(``service/engine.py``, kind ``learned``), exported with every axis dynamic
+like the operator graphs, so another mask or angle set of the same count is
+just another input. The card carries the recipe, the training log summary
+and (after ``python -m models.evaluate``) validation metrics.
+
+    python -m models.export_learned RECIPE [--run runs/RECIPE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.export import ZOO, export_module, write_manifest
+from models.train.loop import build_network, load_weights, operator_spec, physics_for
+from models.train.recipes import RECIPES, Recipe
+
+__all__ = ["LearnedGraph", "export_learned"]
+
+
+class LearnedGraph(torch.nn.Module):
+    """Positional ONNX inputs ``(y, *params, inv_norm)`` around an unrolled network."""
+
+    def __init__(self, net: torch.nn.Module, param_names: list[str]) -> None:
+        super().__init__()
+        self.net, self.param_names = net, param_names
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        params = dict(zip(self.param_names, inputs[1:-1], strict=True))
+        return self.net(inputs[0], params, inputs[-1])
+
+
+def learned_inputs(recipe: Recipe, batch: int = 2) -> tuple[list[str], list[torch.Tensor]]:
+    """Example inputs for the graph of ``recipe`` (at the served size)."""
+    size = recipe.operator["shape"][0]
+    physics = physics_for(operator_spec(recipe, size, 0))
+    params = physics.params(batch)
+    names = sorted(params)
+    x = torch.rand(batch, size, size, generator=torch.Generator().manual_seed(0))
+    inv_norm = torch.full((batch,), 1.0 / physics.compiled.norm)
+    return ["y", *names, "inv_norm"], [physics.A(x), *(params[n] for n in names), inv_norm]
+
+
+def export_learned(recipe: Recipe, run: Path, zoo: Path = ZOO) -> Path:
+    """Write ``graphs/learned/NAME.onnx`` and ``cards/NAME.json``; refresh the manifest."""
+    name = recipe.name
+    physics = physics_for(operator_spec(recipe, recipe.operator["shape"][0], 0))
+    net = build_network(recipe, physics.kernel)
+    load_weights(net, run / "weights.npz")
+    net.eval()
+    names, tensors = learned_inputs(recipe)
+    rel = f"graphs/learned/{name}.onnx"
+    module = LearnedGraph(net, names[1:-1])
+    export_module(module, physics.kernel, names, tensors, ["x"], zoo / rel)
+    card_path = zoo / "cards" / f"{name}.json"
+    old = json.loads(card_path.read_text()) if card_path.exists() else {}
+    card = _card(recipe, physics.kernel, rel, run, net, old)
+    card_path.parent.mkdir(parents=True, exist_ok=True)
+    card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    write_manifest(zoo)
+    return zoo / rel
+
+
+def _card(
+    recipe: Recipe, kernel: str, rel: str, run: Path, net: torch.nn.Module, old: dict[str, Any]
+) -> dict[str, Any]:
+    name = recipe.name
+    summary = (
+        json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+    )
+    log = (
+        [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        if (run / "log.jsonl").exists()
+        else []
+    )
+    loss = {
+        "ei": f"measurement consistency + {recipe.alpha} x EI ({recipe.transform})",
+        "rei": f"SURE + {recipe.alpha} x EI ({recipe.transform})",
+        "sure": "SURE (Stein's unbiased risk estimate), no ground truth",
+        "sup": "supervised mean squared error (uses ground truth)",
+    }[recipe.loss]
+    return {
+        "id": name,
+        "kind": "learned",
+        "title": recipe.description.split(":")[0],
+        "description": recipe.description,
+        "families": [recipe.family],
+        "constraints": recipe.constraints or {"shape": None},
+        "group": "D4 (p4m group convolutions, exact)" if recipe.block == "p4m" else None,
+        "graphs": {kernel: rel},
+        "network": {
+            "architecture": f"unrolled PGD, {recipe.stages} stages, {recipe.block} blocks",
+            "parameters": sum(p.numel() for p in net.parameters()),
+        },
+        "training": {
+            "data": recipe.data,
+            "loss": loss,
+            "ground_truth_used": recipe.loss == "sup",
+            "operator": recipe.operator,
+            "varied": recipe.vary,
+            "noise_sigma": recipe.sigma,
+            "steps": summary.get("step"),
+            "batch": recipe.batch,
+            "crop": recipe.crop,
+            "seconds": summary.get("train_seconds"),
+            "hardware": summary.get("hardware"),
+            "command": summary.get("command", f"python -m models.train {name}"),
+            "final_val_psnr_db": log[-1]["val_psnr_db"] if log else None,
+        },
+        "options": {},
+        "metrics": old.get("metrics", {}),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", choices=sorted(RECIPES))
+    parser.add_argument("--run", type=Path)
+    args = parser.parse_args(argv)
+    run = args.run or Path(__file__).resolve().parents[1] / "runs" / args.recipe
+    print(export_learned(RECIPES[args.recipe], run))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training of learned reconstruction models (``python -m models.train RECIPE``)."""

@@ -1,0 +1,143 @@
+"""Training recipes: one per shipped learned model (its id is the recipe name).
+
+A recipe fixes the operator family and its served parameters, the data, the
+noise, the loss and the network. ``vary`` names the generator seed redrawn
+every step, so a model trained on many masks serves any mask of its family
+(the card's constraints say what stays fixed: image shape, number of views).
+
+Ground truth is used only by ``loss="sup"`` recipes and by validation PSNR,
+never by the EI/REI losses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["RECIPES", "Recipe"]
+
+SIZE = 128
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    family: str
+    operator: dict[str, Any]
+    data: str  # models.data source: "ellipses" | "brain" | "natural"
+    loss: str  # "ei" (MC + α EI), "rei" (SURE + α EI), "sup", "sure"
+    sigma: float | tuple[float, float]  # noise std, or a range drawn per sample
+    transform: str | None = None  # EI group (models.losses.equivariant)
+    vary: str | None = None  # spec path of a seed redrawn every step, e.g. "mask.random.seed"
+    alpha: float = 1.0
+    block: str = "cnn"  # "cnn" | "p4m"
+    stages: int = 3
+    block_args: dict[str, Any] = field(default_factory=lambda: {"channels": 24, "depth": 4})
+    crop: int = SIZE  # training image size (pixel-wise operators train on smaller crops)
+    batch: int = 4
+    steps: int = 600
+    lr: float = 2e-3
+    epoch_steps: int = 100
+    constraints: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+_CT = {"type": "ct", "shape": [SIZE, SIZE], "angles": {"uniform": {"count": 50}}}
+_MRI = {
+    "type": "mri",
+    "shape": [SIZE, SIZE],
+    "mask": {"cartesian": {"acceleration": 4, "center_fraction": 0.08, "seed": 0}},
+}
+_INPAINT = {
+    "type": "inpainting",
+    "shape": [SIZE, SIZE],
+    "mask": {"random": {"keep": 0.5, "seed": 0}},
+}
+
+_CT_ARGS: dict[str, Any] = {
+    "family": "ct",
+    "operator": _CT,
+    "data": "ellipses",
+    "sigma": 0.1,
+    "constraints": {"shape": [SIZE, SIZE], "measurement_shape": [50, SIZE]},
+}
+_MRI_ARGS: dict[str, Any] = {
+    "family": "mri",
+    "operator": _MRI,
+    "data": "brain",
+    "sigma": 0.01,
+    "vary": "mask.cartesian.seed",
+    "constraints": {"shape": [SIZE, SIZE]},
+}
+_INPAINT_ARGS: dict[str, Any] = {
+    "family": "inpainting",
+    "operator": _INPAINT,
+    "data": "natural",
+    "sigma": 0.01,
+    "vary": "mask.random.seed",
+    "crop": 64,
+    "batch": 8,
+}
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        Recipe(
+            "ct-ei",
+            loss="ei",
+            transform="rotate",
+            **_CT_ARGS,
+            description="CT, 50 views: unrolled CNN trained by MC + EI (rotations), no GT",
+        ),
+        Recipe(
+            "ct-sup",
+            loss="sup",
+            **_CT_ARGS,
+            description="CT, 50 views: the same network trained supervised (the reference)",
+        ),
+        Recipe(
+            "mri-ei",
+            loss="ei",
+            transform="rot90",
+            **_MRI_ARGS,
+            description="Single-coil MRI, 4x Cartesian: unrolled CNN trained by MC + EI (D4)",
+        ),
+        Recipe(
+            "mri-sup",
+            loss="sup",
+            **_MRI_ARGS,
+            description="Single-coil MRI, 4x Cartesian: the same network trained supervised",
+        ),
+        Recipe(
+            "inpainting-ei",
+            loss="ei",
+            transform="shift_rot90",
+            steps=1000,
+            **_INPAINT_ARGS,
+            description="Inpainting, 50% pixels: unrolled CNN trained by MC + EI (shifts, D4)",
+        ),
+        Recipe(
+            "inpainting-sup",
+            loss="sup",
+            steps=1000,
+            **_INPAINT_ARGS,
+            description="Inpainting, 50% pixels: the same network trained supervised",
+        ),
+        Recipe(
+            "denoising-p4m",
+            family="denoising",
+            operator={"type": "denoising", "shape": [SIZE, SIZE]},
+            data="natural",
+            loss="sure",
+            sigma=(0.0, 0.2),
+            block="p4m",
+            stages=1,
+            crop=64,
+            batch=8,
+            steps=2000,
+            block_args={"channels": 8, "depth": 4},
+            description="Blind Gaussian denoiser (σ up to 0.2), D4-equivariant by design (p4m "
+            "group convolutions), trained with SURE: no ground truth",
+        ),
+    ]
+}
