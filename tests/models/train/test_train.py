@@ -19,7 +19,11 @@ from service.zoo import Zoo
 TINY = replace(
     RECIPES["inpainting-ei"],
     name="tiny-inpainting-ei",
-    operator={"type": "inpainting", "shape": [32, 32], "mask": {"random": {"keep": 0.5, "seed": 0}}},
+    operator={
+        "type": "inpainting",
+        "shape": [32, 32],
+        "mask": {"random": {"keep": 0.5, "seed": 0}},
+    },
     crop=32,
     batch=4,
     steps=40,
