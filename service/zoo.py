@@ -62,7 +62,8 @@ class Zoo:
     cards: dict[str, ModelCard]
 
     @classmethod
-    def load(cls, root: Path) -> Zoo:
+    def load(cls, root: Path | str) -> Zoo:
+        root = Path(root)
         manifest_path = root / "manifest.json"
         try:
             manifest = json.loads(manifest_path.read_text())

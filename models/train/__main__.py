@@ -20,6 +20,25 @@ from models.train.recipes import RECIPES
 RUNS = Path(__file__).resolve().parents[2] / "runs"
 
 
+def _hardware(device: str) -> str:
+    """CPU model and core count (and the GPU name on CUDA), for the model card."""
+    import os
+
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores (CPU)"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m models.train", description=__doc__.splitlines()[0]
