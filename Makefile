@@ -45,8 +45,9 @@ export: $(VENV)/.dev
 openapi: $(VENV)/.runtime
 	$(BIN)/python -m service.openapi
 
+# Every benchmark (bench/README.md), then bench/results/latest.{json,md}. Tens of minutes.
 bench: $(VENV)/.dev
-	$(BIN)/python -m bench.quality
+	$(BIN)/python -m bench.run_all
 
 calibrate: $(VENV)/.dev
 	$(BIN)/python -m bench.calibrate_tv

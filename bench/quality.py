@@ -7,7 +7,7 @@ simulates the measurements, reconstructs them with ``pinv``, ``tv`` and
 Results go to ``bench/results/quality.{json,md}``; ``--write-cards`` also
 stores the metrics in the model cards (and refreshes the zoo manifest).
 
-    python -m bench.quality [--quick] [--write-cards]
+    python -m bench.quality [--quick] [--write-cards] [--out DIR]
 """
 
 from __future__ import annotations
@@ -137,11 +137,12 @@ def write_cards(rows: dict[str, Any]) -> None:
     write_manifest(ZOO)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", help="use a running server instead of starting one")
     parser.add_argument("--quick", action="store_true", help="two problems only (smoke test)")
     parser.add_argument("--write-cards", action="store_true")
+    parser.add_argument("--out", help="results folder (default bench/results; quick: .../quick)")
     args = parser.parse_args(argv)
     labels = ["denoising", "inpainting"] if args.quick else list(PROBLEMS)
     with served(args.url) as url, EquiReconClient(url, timeout=300) as client:
@@ -152,13 +153,13 @@ def main(argv: list[str] | None = None) -> None:
         "cpus": __import__("os").cpu_count(),
         "python": platform.python_version(),
     }
-    if args.quick:
-        return
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "quality.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (RESULTS / "quality.md").write_text(markdown(rows, meta))
-    if args.write_cards:
+    out = Path(args.out) if args.out else RESULTS / "quick" if args.quick else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "quality.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (out / "quality.md").write_text(markdown(rows, meta))
+    if args.write_cards and not args.quick:
         write_cards(rows)
+    return {"meta": meta, "rows": rows}
 
 
 if __name__ == "__main__":

@@ -77,8 +77,6 @@ _INPAINT_ARGS: dict[str, Any] = {
     "vary": "mask.random.seed",
     "crop": 64,
     "batch": 8,
-    "stages": 4,
-    "block_args": {"channels": 32, "depth": 4},
 }
 
 RECIPES: dict[str, Recipe] = {
@@ -114,14 +112,14 @@ RECIPES: dict[str, Recipe] = {
             "inpainting-ei",
             loss="ei",
             transform="shift_rot90",
-            steps=3000,
+            steps=1000,
             **_INPAINT_ARGS,
             description="Inpainting, 50% pixels: unrolled CNN trained by MC + EI (shifts, D4)",
         ),
         Recipe(
             "inpainting-sup",
             loss="sup",
-            steps=3000,
+            steps=1000,
             **_INPAINT_ARGS,
             description="Inpainting, 50% pixels: the same network trained supervised",
         ),
