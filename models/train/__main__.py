@@ -56,9 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     began = time.perf_counter()
     summary = train(recipe, out, args.device, args.steps, args.resume, args.seed)
     summary["train_seconds"] = round(time.perf_counter() - began, 1)
-    summary["hardware"] = (
-        f"{platform.machine()} {platform.processor() or ''} {summary['device']}".strip()
-    )
+    summary["hardware"] = _hardware(summary["device"])
     summary["command"] = "python -m models.train " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
