@@ -117,11 +117,40 @@ def _figure(images: dict[str, np.ndarray], order: list[str], path: Path) -> None
     Image.fromarray((grid * 255).round().astype(np.uint8)).save(path, optimize=True)
 
 
+def markdown_table(zoo_dir: Path = ZOO) -> str:
+    """The validation metrics of every evaluated family, as one markdown table."""
+    lines = [
+        "| family | model | PSNR dB | SSIM | equivariance score dB | trained | train time s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    seen: set[str] = set()
+    for path in sorted((zoo_dir / "cards").glob("*.json")):
+        card = json.loads(path.read_text())
+        family = card["families"][0]
+        if card["kind"] != "learned" or family in seen or not card.get("metrics"):
+            continue
+        seen.add(family)
+        for model, m in card["metrics"]["models"].items():
+            training = {}
+            if model not in ("pinv", "tv"):
+                training = json.loads((zoo_dir / "cards" / f"{model}.json").read_text())["training"]
+            how = training.get("loss", "-").split("(")[0].strip() if training else "-"
+            lines.append(
+                f"| {family} | {model} | {m['psnr_db']:.2f} | {m['ssim']:.3f} "
+                f"| {m['score_db']:.2f} | {how} | {training.get('seconds', '-')} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("family", choices=sorted({r.family for r in RECIPES.values()}))
+    parser.add_argument("family", nargs="?", choices=sorted({r.family for r in RECIPES.values()}))
     parser.add_argument("--count", type=int, default=16)
+    parser.add_argument("--table", action="store_true", help="print the README table and exit")
     args = parser.parse_args(argv)
+    if args.table or args.family is None:
+        print(markdown_table())
+        return
     print(json.dumps(evaluate_family(args.family, args.count), indent=2))
 
 
