@@ -166,7 +166,7 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
-        self.batcher.stop()
+        self.batcher.stop(timeout=1.0)  # a batch past its time limit is not worth waiting for
         try:
             self.store.redis.delete(self.store.key("worker", self.name))
         except Exception:
