@@ -2,6 +2,7 @@
 
     equirecon serve [--host 127.0.0.1] [--port 8000]
     equirecon worker [--name NAME] [--pool threads|solo] [--concurrency N]   (EQUIRECON_BROKER_URL)
+    equirecon worker-health [--name NAME]   exit 0 while that worker beats in Redis
     equirecon hash-key [--tenant NAME]      a new API key and its keys-file entry
     equirecon models
     equirecon simulate --operator JSON|@file --image x.npy|x.png --out y.npy [--noise-sigma 0.01]
@@ -89,6 +90,23 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_health(args: argparse.Namespace) -> int:
+    from service.config import Settings
+    from service.dispatch.celery import worker_name
+    from service.dispatch.store import RedisJobStore
+
+    settings = Settings()
+    if settings.broker_url is None:
+        return 1
+    store = RedisJobStore(settings.broker_url, ttl_s=1.0, claim_ttl_s=1.0)
+    try:
+        return 0 if worker_name(settings, args.name) in store.workers() else 1
+    except Exception:
+        return 1
+    finally:
+        store.close()
+
+
 def _hash_key(args: argparse.Namespace) -> int:
     from service.auth import hash_key, new_key
 
@@ -157,6 +175,10 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, help="task threads (default MAX_BATCH)")
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(run=_worker)
+
+    health = sub.add_parser("worker-health", help="exit 0 while the worker beats in Redis")
+    health.add_argument("--name", help="worker name (default as for `worker`)")
+    health.set_defaults(run=_worker_health)
 
     hashk = sub.add_parser("hash-key", help="print a new API key and its keys-file entry")
     hashk.add_argument("--tenant", default="default")
