@@ -24,6 +24,7 @@ import logging
 import math
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,8 @@ from service.worker import Task, run_batch
 from service.zoo import Zoo
 
 __all__ = [
-    "QUEUE", "TASK", "CeleryDispatcher", "Worker", "make_celery", "run_worker", "worker_name",
+    "QUEUE", "TASK", "CeleryDispatcher", "Worker", "make_celery", "run_worker", "send",
+    "worker_name",
 ]
 
 QUEUE = "equirecon"
@@ -76,6 +78,14 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+def send(app: Celery, job_id: str) -> None:
+    """Queue the task of a job: a JSON message that carries only the job id."""
+    app.send_task(
+        TASK, args=[job_id], task_id=job_id, queue=QUEUE, retry=True,
+        retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+    )
+
+
 class CeleryDispatcher:
     """:class:`~service.dispatch.base.Dispatcher` that queues jobs for ``equirecon worker``."""
 
@@ -105,10 +115,7 @@ class CeleryDispatcher:
                 retry_after_s=self._retry_after(-depth + 1),
             )
         try:
-            self.celery.send_task(
-                TASK, args=[job.id], task_id=job.id, queue=QUEUE, retry=True,
-                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
-            )
+            send(self.celery, job.id)
         except Exception as exc:
             raise NotReady("the broker (Redis) is unavailable; retry") from exc
 
@@ -137,9 +144,12 @@ class CeleryDispatcher:
 class Worker:
     """One worker process: the engine, the micro-batcher, and the job transitions in Redis."""
 
-    def __init__(self, settings: Settings, name: str, *, engine: Any = None) -> None:
+    def __init__(
+        self, settings: Settings, name: str, *, engine: Any = None,
+        republish: Callable[[str], None] | None = None,
+    ) -> None:
         assert settings.broker_url is not None
-        self.settings, self.name = settings, name
+        self.settings, self.name, self.republish = settings, name, republish
         self.zoo = Zoo.load(settings.model_dir)
         self.engine = engine or Engine(self.zoo, device=settings.device)
         self.local = JobStore(ttl_s=60.0)
@@ -173,12 +183,30 @@ class Worker:
             _log.warning("could not remove the heartbeat of %s", self.name)
 
     def _beat(self) -> None:
+        sweep_every = max(1, round(self.settings.visibility_timeout_s / 2 / HEARTBEAT_S))
+        beats = 0
         while not self._stop.is_set():
             try:
                 self.store.heartbeat(self.name, 3 * HEARTBEAT_S)
+                beats += 1
+                if beats % sweep_every == 0:
+                    self.sweep()
             except Exception:
                 _log.warning("heartbeat to Redis failed; retrying")
             self._stop.wait(HEARTBEAT_S)
+
+    def sweep(self) -> list[str]:
+        """Send again the jobs whose task message the broker lost (one worker at a time)."""
+        lock = self.store.key("sweeper")
+        ttl = max(1, int(self.settings.visibility_timeout_s / 2))
+        if self.republish is None or not self.store.redis.set(lock, self.name, nx=True, ex=ttl):
+            return []
+        lost = self.store.lost(QUEUE, self.settings.visibility_timeout_s)
+        for job_id in lost:
+            self.republish(job_id)
+        if lost:
+            _log.warning("sent %d job(s) again whose task message was lost", len(lost))
+        return lost
 
     def run(self, job_id: str) -> str:
         """Run one delivered job to a terminal state; returns what happened."""
@@ -228,9 +256,9 @@ def run_worker(
     if pool not in ("threads", "solo"):
         raise ValueError("the worker pool must be threads or solo (never prefork with CUDA)")
     hostname = worker_name(settings, name)
-    worker = Worker(settings, hostname)
-    worker.warm_up()
     app = make_celery(settings)
+    worker = Worker(settings, hostname, republish=lambda job_id: send(app, job_id))
+    worker.warm_up()
 
     @app.task(name=TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
     def reconstruct(self: Any, job_id: str) -> str:

@@ -95,6 +95,17 @@ return depth + 1
 """
 
 
+def _task_id(raw: bytes | str, unacked: bool = False) -> str | None:
+    """The Celery task id (= job id) of a kombu message as the Redis transport stores it."""
+    try:
+        message = json.loads(raw)
+        if unacked:
+            message = message[0]  # [message, exchange, routing key]
+        return str(message["headers"]["id"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8")
 
@@ -222,6 +233,23 @@ class RedisJobStore:
     def queue_depth(self) -> int:
         with self._errors():
             return int(self.redis.zcard(self.key("queued")))
+
+    def lost(self, queue: str, older_than_s: float, limit: int = 1000) -> list[str]:
+        """Jobs queued longer than ``older_than_s`` that no worker started and whose task
+        message is neither waiting in ``queue`` nor unacknowledged: lost in the broker.
+
+        (kombu's Redis transport pops a message, then records it as unacknowledged; a
+        worker killed in between loses it.) A false positive, a message in flight
+        between those two places, only costs a duplicate delivery: a job finishes once.
+        """
+        horizon = time.time() - older_than_s
+        raw = self.redis.zrangebyscore(self.key("queued"), "-inf", horizon, start=0, num=limit)
+        candidates = [m.decode() for m in raw]  # type: ignore[union-attr]
+        if not candidates:
+            return []
+        present = {_task_id(m) for m in self.redis.lrange(queue, 0, -1)}
+        present |= {_task_id(m, unacked=True) for m in self.redis.hvals("unacked")}
+        return [c for c in candidates if c not in present and self._status(c) == "queued"]
 
     def heartbeat(self, worker: str, ttl_s: float) -> None:
         self.redis.set(self.key("worker", worker), repr(time.time()), px=int(ttl_s * 1000))

@@ -176,3 +176,28 @@ def test_a_full_queue_answers_429(settings: Settings) -> None:
             assert client.delete(f"/v1/reconstructions/{job_id}", headers=ACME).status_code == 200
         assert client.post("/v1/reconstructions", json=body(9), headers=ASYNC).status_code == 202
 
+
+
+def test_a_job_whose_message_was_lost_is_sent_again(
+    settings: Settings, rdb: redis.Redis, start_worker: StartWorker
+) -> None:
+    from service.dispatch.store import RedisJobStore
+    from service.engine import ReconOptions
+    from service.operators.compile import compile_operator
+    from service.operators.spec import Denoising
+    from service.worker import Task
+
+    assert settings.broker_url is not None
+    store = RedisJobStore(settings.broker_url, ttl_s=60, claim_ttl_s=600)
+    op = compile_operator(Denoising(type="denoising", shape=(16, 16)))
+    task = Task("pinv", op, np.ones((16, 16), np.float32), ReconOptions())
+    job = store.create("pinv", "denoising", task, tenant="acme")
+    # Queued long ago, but its message is nowhere: what a worker killed between
+    # popping a message and recording it as unacknowledged leaves behind.
+    rdb.zadd("equirecon:queued", {job.id: time.time() - 3600})
+    start_worker("w-sweeper")
+    deadline = time.monotonic() + 60
+    while store.get(job.id, "acme").status != "succeeded":
+        assert time.monotonic() < deadline, "the lost job was never sent again"
+        time.sleep(0.1)
+    store.close()
