@@ -8,11 +8,14 @@ about what happens to jobs, never about how long they take.
 
 from __future__ import annotations
 
+import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 import redis
 
 from service.config import Settings
@@ -21,7 +24,7 @@ from service.wire import decode_array, encode_array
 from tests.service.live import LiveServer
 from tests.service.scaleout.conftest import StartWorker
 from tests.service.scaleout.procs import RedisServer
-from tests.service.tenancy import bearer, check_auth_and_tenants, check_idempotency
+from tests.service.tenancy import KEYS, bearer, check_auth_and_tenants, check_idempotency
 
 ACME = bearer("acme")
 ASYNC = ACME | {"Prefer": "respond-async"}
@@ -82,10 +85,19 @@ def test_sync_request_and_readiness(http: httpx.Client, start_worker: StartWorke
     assert image.status_code == 200 and image.content.startswith(b"\x93NUMPY")
 
 
-def test_keys_tenants_and_idempotency(http: httpx.Client, start_worker: StartWorker) -> None:
+def test_keys_tenants_and_idempotency(
+    http: httpx.Client, start_worker: StartWorker, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    caplog.set_level(logging.DEBUG)
     start_worker("w-auth")
     check_auth_and_tenants(http, body(1))
     check_idempotency(http, body(2))
+    # Neither the API nor the worker logs keys, request bodies or pixel data.
+    logs = caplog.text + (tmp_path / "w-auth.log").read_text(encoding="utf-8")
+    secrets = [*KEYS.values(), body(1)["measurements"]["data"][:40],
+               body(2)["measurements"]["data"][:40]]
+    assert "equirecon.reconstruct" in logs and not [s for s in secrets if s in logs]
 
 
 def test_a_job_over_the_time_limit_fails_with_a_reason(
