@@ -213,3 +213,15 @@ def test_a_job_whose_message_was_lost_is_sent_again(
         assert time.monotonic() < deadline, "the lost job was never sent again"
         time.sleep(0.1)
     store.close()
+
+
+def test_a_running_worker_rides_out_a_redis_restart(
+    http: httpx.Client, rdb: redis.Redis, redis_server: RedisServer, start_worker: StartWorker
+) -> None:
+    start_worker("w-ride-out")
+    ids = submit(http, 30, size=32, model="tv", options={"tv": {"max_iter": 150, "tol": 1e-9}})
+    redis_server.stop()  # while the worker is busy with them
+    redis_server.start()
+    jobs = wait_all(http, ids)
+    assert {j["status"] for j in jobs.values()} == {"succeeded"}
+    assert all(fields(rdb, i)["finishes"] == "1" for i in ids)
