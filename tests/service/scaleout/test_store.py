@@ -55,6 +55,7 @@ def test_codec_round_trips_without_pickle() -> None:
 def test_a_job_finishes_once(store: RedisJobStore) -> None:
     job = store.create("tv", "inpainting", TASK, tenant="acme")
     assert store.enqueue(job.id, max_queue=5) == 1 and store.queue_depth() == 1
+    assert store.redis.ttl(f"equirecon:claim:{job.id}") > 60  # the claim check has a TTL
     assert store.start(job.id, "w1") == "run" and store.queue_depth() == 0
     decoded = store.claim(job.id)
     assert decoded is not None and decoded.model == "tv"
@@ -64,6 +65,7 @@ def test_a_job_finishes_once(store: RedisJobStore) -> None:
     done = store.get(job.id, "acme")
     assert done.status == "succeeded" and done.result.iterations == 7
     assert store.claim(job.id) is None  # the claim check is gone with the job done
+    assert 0 < store.redis.ttl(f"equirecon:job:{job.id}") <= 60  # kept result_ttl_s
     assert store.start(job.id, "w2") == "succeeded"  # a redelivery does not run it
     with pytest.raises(JobNotFound):
         store.get(job.id, "umbrella")
