@@ -156,6 +156,8 @@ def test_redis_restart_keeps_queued_jobs(
     redis_server.stop()
     down = http.get(f"/v1/reconstructions/{ids[0]}", headers=ACME)
     assert down.status_code == 503, down.text
+    assert [http.get(p).status_code for p in ("/healthz", "/readyz", "/metrics")] == [
+        200, 503, 200]
     redis_server.start()  # same port and directory: replays the AOF
     assert {http.get(f"/v1/reconstructions/{i}", headers=ACME).json()["status"]
             for i in ids} == {"queued"}
