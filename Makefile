@@ -26,17 +26,24 @@ BRAIN := /usr/share/mricron/templates/ch2.nii.gz
 $(BRAIN):
 	apt-get install -y mricron-data || (apt-get update && apt-get install -y mricron-data)
 
+# A real redis-server for the scale-out tests (started by the fixtures on a free port).
+REDIS := /usr/bin/redis-server
+$(REDIS):
+	apt-get install -y redis-server || (apt-get update && apt-get install -y redis-server)
+
 run: $(VENV)/.runtime
 	$(BIN)/equirecon serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.dev $(BRAIN)
+test: $(VENV)/.dev $(BRAIN) $(REDIS)
 	$(BIN)/ruff check service models tests bench
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check service models tests bench
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 # Re-export every ONNX graph, card and the manifest into models/zoo.
 export: $(VENV)/.dev

@@ -1,6 +1,9 @@
 """The ``equirecon`` command: serve the API, or talk to a running server.
 
     equirecon serve [--host 127.0.0.1] [--port 8000]
+    equirecon worker [--name NAME] [--pool threads|solo] [--concurrency N]   (EQUIRECON_BROKER_URL)
+    equirecon worker-health [--name NAME]   exit 0 while that worker beats in Redis
+    equirecon hash-key [--tenant NAME]      a new API key and its keys-file entry
     equirecon models
     equirecon simulate --operator JSON|@file --image x.npy|x.png --out y.npy [--noise-sigma 0.01]
     equirecon submit --model tv --operator JSON|@file --measurements y.npy --out x.npy
@@ -62,6 +65,57 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from pydantic import ValidationError
+
+    from service.config import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"equirecon: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    if settings.broker_url is None:
+        print("equirecon: a worker needs EQUIRECON_BROKER_URL=redis://...", file=sys.stderr)
+        return 2
+    from service.dispatch.celery import run_worker
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
+    )
+    run_worker(settings, name=args.name, pool=args.pool, concurrency=args.concurrency,
+               loglevel=args.log_level.upper())
+    return 0
+
+
+def _worker_health(args: argparse.Namespace) -> int:
+    from service.config import Settings
+    from service.dispatch.celery import worker_name
+    from service.dispatch.store import RedisJobStore
+
+    settings = Settings()
+    if settings.broker_url is None:
+        return 1
+    store = RedisJobStore(settings.broker_url, ttl_s=1.0, claim_ttl_s=1.0)
+    try:
+        return 0 if worker_name(settings, args.name) in store.workers() else 1
+    except Exception:
+        return 1
+    finally:
+        store.close()
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    from service.auth import hash_key, new_key
+
+    key = new_key()
+    print(f"key (give it to the client, store it nowhere else): {key}")
+    print(json.dumps({"tenant": args.tenant, "sha256": hash_key(key)}))
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     from service.client import EquiReconClient
 
@@ -114,6 +168,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)
+
+    worker = sub.add_parser("worker", help="run a Celery worker (one per GPU)")
+    worker.add_argument("--name", help="worker name (default from the host and GPU)")
+    worker.add_argument("--pool", choices=["threads", "solo"], default="threads")
+    worker.add_argument("--concurrency", type=int, help="task threads (default MAX_BATCH)")
+    worker.add_argument("--log-level", default="info")
+    worker.set_defaults(run=_worker)
+
+    health = sub.add_parser("worker-health", help="exit 0 while the worker beats in Redis")
+    health.add_argument("--name", help="worker name (default as for `worker`)")
+    health.set_defaults(run=_worker_health)
+
+    hashk = sub.add_parser("hash-key", help="print a new API key and its keys-file entry")
+    hashk.add_argument("--tenant", default="default")
+    hashk.set_defaults(run=_hash_key)
 
     def remote(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)

@@ -11,6 +11,7 @@ Tree::
 
     ServiceError (500 internal)
     ├── MalformedRequest (400)      body is not JSON
+    ├── Unauthorized (401)          API key missing or wrong (with WWW-Authenticate)
     ├── NotFound (404)              route, ModelNotFound, JobNotFound
     ├── MethodNotAllowed (405)
     ├── NotAcceptable (406)         image format not available
@@ -54,6 +55,8 @@ __all__ = [
     "QueueFull",
     "ReconstructionFailed",
     "ServiceError",
+    "StoredProblem",
+    "Unauthorized",
     "documented",
     "problem_response",
     "to_service_error",
@@ -117,6 +120,15 @@ class MalformedRequest(ServiceError):
     """The body is not valid JSON."""
 
     status, title, slug = 400, "Malformed request", "malformed-request"
+
+
+class Unauthorized(ServiceError):
+    """No API key, or one that is not configured (``EQUIRECON_API_KEYS_FILE``)."""
+
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="equirecon"'})
 
 
 class NotFound(ServiceError):
@@ -187,6 +199,23 @@ class ReconstructionFailed(ServiceError):
     status, title, slug = 500, "Reconstruction failed", "reconstruction-failed"
 
 
+class StoredProblem(ServiceError):
+    """A problem recorded by a remote worker, shown again from its stored problem+json."""
+
+    slug = "stored"
+
+    def __init__(self, problem: dict[str, Any]) -> None:
+        super().__init__(str(problem.get("detail", "")))
+        self.status = int(problem.get("status", 500))
+        self.title = str(problem.get("title", ServiceError.title))
+        self._type = str(problem.get("type", "urn:equirecon:problem:internal"))
+        self.errors = [FieldError(e["loc"], e["msg"]) for e in problem.get("errors") or []]
+
+    @property
+    def type(self) -> str:
+        return self._type
+
+
 def _loc_text(loc: Sequence[str | int]) -> str:
     return ".".join(str(part) for part in loc) or "request"
 
@@ -254,6 +283,7 @@ def problem_response(exc: BaseException) -> JSONResponse:
 
 _DESCRIPTIONS = {
     400: "Malformed JSON body",
+    401: "API key missing or not valid (`Authorization: Bearer <key>`)",
     404: "Not found",
     406: "Requested format not available",
     409: "Conflict with the job state",

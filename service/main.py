@@ -6,17 +6,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.routing import Match, Route
 
 from service.api.body_limit import BodyLimitMiddleware
-from service.api.deps import Runtime
+from service.api.deps import Runtime, get_tenant
 from service.api.routes import health, metrics, models, operators, reconstructions, simulate
+from service.auth import KeyRing
 from service.config import Settings
+from service.dispatch.base import Dispatcher
 from service.dispatch.inprocess import InProcessDispatcher
 from service.engine import Engine
-from service.errors import LOWER_LAYER, ServiceError, problem_response
+from service.errors import LOWER_LAYER, ServiceError, documented, problem_response
 from service.jobs import JobStore
 from service.metrics import Metrics, MetricsMiddleware
 from service.openapi import problem_openapi
@@ -30,8 +32,14 @@ VERSION = "0.1.0"
 def _load(settings: Settings, metrics: Metrics, zoo: Zoo | None, engine: Engine | None) -> Runtime:
     zoo = zoo or Zoo.load(settings.model_dir)  # verifies every sha256; ZooError refuses to start
     engine = engine or Engine(zoo, device=settings.device)
+    if settings.broker_url is not None:
+        # Scale-out: jobs live in Redis and run on `equirecon worker` processes.
+        from service.dispatch.celery import CeleryDispatcher
+
+        celery = CeleryDispatcher(settings, metrics=metrics)
+        return Runtime(zoo, engine, celery.jobs, celery)
     jobs = JobStore(settings.result_ttl_s)
-    dispatcher = InProcessDispatcher(
+    dispatcher: Dispatcher = InProcessDispatcher(
         engine, jobs, max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1e3,
         max_queue=settings.max_queue, metrics=metrics,
     )
@@ -80,8 +88,14 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = app_metrics
     app.state.runtime = None
-    for router in (health, metrics, operators, models, simulate, reconstructions):
-        app.include_router(router.router)
+    # A bad keys file refuses to start here, before anything is served.
+    app.state.keyring = KeyRing.load(settings.api_keys_file) if settings.api_keys_file else None
+    for router in (health, metrics):
+        app.include_router(router.router)  # probes and metrics stay open
+    for router in (operators, models, simulate, reconstructions):
+        app.include_router(
+            router.router, dependencies=[Depends(get_tenant)], responses=documented(401)
+        )
     # Each mapped type gets its own handler: Starlette sends a bare ``Exception``
     # handler through ServerErrorMiddleware, which answers 500 and re-raises.
     handled: list[type[Exception]] = [ServiceError, *LOWER_LAYER, Exception]

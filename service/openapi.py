@@ -30,6 +30,9 @@ def problem_openapi(app: FastAPI) -> None:
             problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
             for path in schema["paths"].values():
                 for operation in path.values():
+                    if "security" in operation:
+                        # The key is required only where EQUIRECON_API_KEYS_FILE is set.
+                        operation["security"].append({})
                     for status, response in operation.get("responses", {}).items():
                         if status[0] in "45":  # FastAPI's own 422 model included
                             response["content"] = {PROBLEM: problem}

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.auth import KeyRing
 from service.config import Settings
 from service.dispatch.base import Dispatcher
 from service.engine import Engine
 from service.errors import NotReady
-from service.jobs import JobStore
+from service.jobs import Jobs
 from service.metrics import Metrics
 from service.zoo import Zoo
 
@@ -23,6 +25,7 @@ __all__ = [
     "Runtime",
     "RuntimeDep",
     "SettingsDep",
+    "TenantDep",
     "ZooDep",
 ]
 
@@ -33,7 +36,7 @@ class Runtime:
 
     zoo: Zoo
     engine: Engine
-    jobs: JobStore
+    jobs: Jobs
     dispatcher: Dispatcher
 
 
@@ -67,7 +70,7 @@ def get_engine(runtime: RuntimeDep) -> Engine:
     return runtime.engine
 
 
-def get_jobs(runtime: RuntimeDep) -> JobStore:
+def get_jobs(runtime: RuntimeDep) -> Jobs:
     return runtime.jobs
 
 
@@ -77,5 +80,23 @@ def get_dispatcher(runtime: RuntimeDep) -> Dispatcher:
 
 ZooDep = Annotated[Zoo, Depends(get_zoo)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
-JobsDep = Annotated[JobStore, Depends(get_jobs)]
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+
+_bearer = HTTPBearer(
+    auto_error=False, description="API key; required when EQUIRECON_API_KEYS_FILE is set"
+)
+
+
+def get_tenant(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str | None:
+    """The caller's tenant (401 without a valid key); ``None`` when the API runs without keys."""
+    keyring: KeyRing | None = request.app.state.keyring
+    if keyring is None:
+        return None
+    return keyring.tenant(request.headers.get("authorization"))
+
+
+TenantDep = Annotated[str | None, Depends(get_tenant)]

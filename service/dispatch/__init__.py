@@ -1,4 +1,4 @@
-"""Dispatch backends: how validated jobs reach a worker (in-process now, Celery later)."""
+"""Dispatch backends: how validated jobs reach a worker (in-process, or Celery over Redis)."""
 
 from service.dispatch.base import Dispatcher
 

@@ -51,11 +51,12 @@ class InProcessDispatcher:
         self._thread = threading.Thread(target=self._loop, name="equirecon-worker-0", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Cancel the queued jobs and wait up to ``timeout`` s for the running batch."""
         self._stop.set()
         self.batcher.close()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=timeout)
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()

@@ -51,12 +51,30 @@ def test_errors_print_the_field_and_exit_1(
     assert "body.measurements: measurements must be float32 [16, 16]" in capsys.readouterr().err
 
 
-def test_serve_refuses_a_broker_url(
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_serve_and_worker_refuse_a_non_redis_broker(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    monkeypatch.setenv("EQUIRECON_BROKER_URL", "amqp://localhost")
+    assert main([command]) == 2
+    assert "only a Redis broker is supported" in capsys.readouterr().err
+
+
+def test_a_worker_needs_a_broker(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("EQUIRECON_BROKER_URL", "redis://localhost")
-    assert main(["serve"]) == 2
-    assert "Celery dispatch backend is not implemented yet" in capsys.readouterr().err
+    monkeypatch.delenv("EQUIRECON_BROKER_URL", raising=False)
+    assert main(["worker"]) == 2
+    assert "needs EQUIRECON_BROKER_URL" in capsys.readouterr().err
+
+
+def test_hash_key_prints_a_key_and_its_entry(capsys: pytest.CaptureFixture[str]) -> None:
+    from service.auth import hash_key
+
+    assert main(["hash-key", "--tenant", "acme"]) == 0
+    key_line, entry = capsys.readouterr().out.splitlines()
+    key = key_line.rsplit(" ", 1)[1]
+    assert json.loads(entry) == {"tenant": "acme", "sha256": hash_key(key)}
 
 
 def test_bad_operator_json_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

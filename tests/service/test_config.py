@@ -1,4 +1,4 @@
-"""Settings: defaults, the EQUIRECON_ prefix, refused backends, no other env reads."""
+"""Settings: defaults, the EQUIRECON_ prefix, scale-out settings, no other env reads."""
 
 from __future__ import annotations
 
@@ -36,18 +36,30 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
 
 
+def test_scale_out_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    keys = tmp_path / "keys.json"
+    keys.write_text('{"keys": []}', encoding="utf-8")
+    monkeypatch.setenv("EQUIRECON_BROKER_URL", "redis://localhost:6379/0")
+    monkeypatch.setenv("EQUIRECON_API_KEYS_FILE", str(keys))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    s = Settings()
+    assert (s.broker_url, s.api_keys_file, s.cuda_visible_devices) == (
+        "redis://localhost:6379/0", keys, "1")
+    assert s.visibility_timeout_s > s.job_timeout_s  # a running job is never redelivered
+
+
 @pytest.mark.parametrize(
-    ("name", "value", "what"),
+    ("name", "value", "why"),
     [
-        ("EQUIRECON_BROKER_URL", "redis://localhost:6379/0", "Celery dispatch backend"),
-        ("EQUIRECON_API_KEYS_FILE", "/etc/keys", "API-key authentication"),
+        ("EQUIRECON_BROKER_URL", "amqp://localhost", "only a Redis broker"),
+        ("EQUIRECON_API_KEYS_FILE", "/nonexistent/keys.json", "does not exist"),
     ],
 )
-def test_backends_of_later_issues_refuse_to_start(
-    monkeypatch: pytest.MonkeyPatch, name: str, value: str, what: str
+def test_bad_scale_out_settings_refuse_to_start(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, why: str
 ) -> None:
     monkeypatch.setenv(name, value)
-    with pytest.raises(ValidationError, match=f"{what} is not implemented yet"):
+    with pytest.raises(ValidationError, match=why):
         Settings()
 
 

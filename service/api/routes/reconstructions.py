@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import DispatcherDep, JobsDep, SettingsDep, ZooDep
+from service.api.deps import DispatcherDep, JobsDep, SettingsDep, TenantDep, ZooDep
 from service.api.validate import prepare_reconstruction
 from service.errors import (
     Conflict,
     NotAcceptable,
-    QueueFull,
     ReconstructionFailed,
     ServiceError,
     documented,
     to_service_error,
 )
 from service.imaging import MEDIA_TYPES, Format, Scale, encode_image
-from service.jobs import Job, JobStore
+from service.jobs import Job, Jobs
 from service.schemas import (
     EquivarianceScore,
     Problem,
@@ -73,12 +73,30 @@ def public(job: Job) -> ReconstructionPublic:
     return ReconstructionPublic(**view)
 
 
-def _wants_async(prefer: str | None) -> bool:
-    tokens = (p.split(";")[0].strip().lower() for p in (prefer or "").split(","))
-    return "respond-async" in tokens
+def _preferences(prefer: str | None) -> dict[str, str]:
+    """``Prefer`` (RFC 7240) as {token: value}: ``respond-async``, ``wait=<seconds>``."""
+    found: dict[str, str] = {}
+    for part in (prefer or "").split(","):
+        name, _, value = part.split(";")[0].strip().partition("=")
+        if name:
+            found[name.lower()] = value.strip().strip('"')
+    return found
 
 
-async def _wait(jobs: JobStore, job: Job, timeout: float) -> bool:
+def _sync_wait(preferences: dict[str, str], limit: float) -> float:
+    """Seconds to wait for the result: ``Prefer: wait=N``, at most EQUIRECON_REQUEST_TIMEOUT_S."""
+    try:
+        wanted = float(preferences["wait"])
+    except (KeyError, ValueError):
+        return limit
+    return min(max(wanted, 0.0), limit)
+
+
+def _fingerprint(body: ReconstructionCreate) -> str:
+    return hashlib.sha256(body.model_dump_json().encode("utf-8")).hexdigest()
+
+
+async def _wait(jobs: Jobs, job: Job, timeout: float) -> bool:
     """Wait (without a thread) until the job is terminal; False after ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
@@ -107,19 +125,42 @@ async def create_reconstruction(
     jobs: JobsDep,
     dispatcher: DispatcherDep,
     settings: SettingsDep,
-    prefer: Annotated[str | None, Header(description="`respond-async`: answer 202 at once")] = None,
+    tenant: TenantDep,
+    prefer: Annotated[
+        str | None,
+        Header(description="`respond-async`: answer 202 at once; `wait=N`: wait at most N s"),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=255, description="a retry with the same key gets the same job back"),
+    ] = None,
 ) -> ReconstructionPublic:
     """Reconstruct: 200 with the result, or 202 + Location if async or still running."""
     task = await run_in_threadpool(prepare_reconstruction, body, zoo)
-    job = jobs.create(body.model, task.op.family, task)
-    try:
-        dispatcher.submit(job)
-    except QueueFull:
+    job = jobs.create(body.model, task.op.family, task, tenant)
+    prior = None
+    if idempotency_key is not None:
+        try:
+            prior = jobs.bind_key(tenant, idempotency_key, _fingerprint(body), job)
+        except Conflict:
+            jobs.discard(job)
+            raise
+    if prior is not None:
         jobs.discard(job)
-        raise
-    if _wants_async(prefer):
+        job = prior
+    else:
+        try:
+            await run_in_threadpool(dispatcher.submit, job)
+        except Exception:
+            jobs.discard(job)
+            if idempotency_key is not None:
+                jobs.unbind_key(tenant, idempotency_key)
+            raise
+    preferences = _preferences(prefer)
+    if "respond-async" in preferences:
         response.headers["Preference-Applied"] = "respond-async"
-    elif await _wait(jobs, job, settings.request_timeout_s):
+    elif await _wait(jobs, job, _sync_wait(preferences, settings.request_timeout_s)):
+        job = jobs.get(job.id, tenant)
         if job.status == "failed":
             raise _problem(job)
         if job.status == "cancelled":
@@ -134,9 +175,9 @@ async def create_reconstruction(
     "/v1/reconstructions/{job_id}", response_model=ReconstructionPublic,
     responses=documented(404, 503),
 )
-def get_reconstruction(job_id: str, jobs: JobsDep) -> ReconstructionPublic:
+def get_reconstruction(job_id: str, jobs: JobsDep, tenant: TenantDep) -> ReconstructionPublic:
     """Status of a job and, once it succeeded, its result."""
-    return public(jobs.get(job_id))
+    return public(jobs.get(job_id, tenant))
 
 
 @router.delete(
@@ -144,10 +185,10 @@ def get_reconstruction(job_id: str, jobs: JobsDep) -> ReconstructionPublic:
     responses=documented(404, 409, 503),
 )
 def cancel_reconstruction(
-    job_id: str, jobs: JobsDep, dispatcher: DispatcherDep
+    job_id: str, jobs: JobsDep, dispatcher: DispatcherDep, tenant: TenantDep
 ) -> ReconstructionPublic:
     """Cancel a queued or running job (409 if it already finished)."""
-    job = jobs.cancel(job_id)
+    job = jobs.cancel(job_id, tenant)
     dispatcher.cancel(job_id)
     return public(job)
 
@@ -167,11 +208,12 @@ def cancel_reconstruction(
 async def get_image(
     job_id: str,
     jobs: JobsDep,
+    tenant: TenantDep,
     fmt: Annotated[Format, Query(alias="format", description="npy | png | dcm")] = "npy",
     scale: Annotated[Scale, Query(description="png only: clip [0,1] or stretch min..max")] = "clip",
 ) -> Response:
     """The reconstructed image as a .npy or 8-bit .png file."""
-    job = jobs.get(job_id)
+    job = jobs.get(job_id, tenant)
     if fmt == "dcm":
         raise NotAcceptable("DICOM export is not available yet (pydicom is not installed)")
     if job.status != "succeeded":
