@@ -134,7 +134,7 @@ RECIPES: dict[str, Recipe] = {
             stages=1,
             crop=64,
             batch=8,
-            steps=2000,
+            steps=600,
             block_args={"channels": 8, "depth": 4},
             description="Blind Gaussian denoiser (σ up to 0.2), D4-equivariant by design (p4m "
             "group convolutions), trained with SURE: no ground truth",
