@@ -102,8 +102,6 @@ RECIPES: dict[str, Recipe] = {
             "mri-ei",
             loss="ei",
             transform="rot90",
-            # Balances MC against EI as for inpainting (only ~30% of k-space is observed).
-            alpha=0.3,
             **_MRI_ARGS,
             description="Single-coil MRI, 4x Cartesian: unrolled CNN trained by MC + EI (D4)",
         ),
