@@ -26,7 +26,8 @@ __all__ = ["decode_outcome", "decode_task", "encode_outcome", "encode_task", "fr
 
 def to_npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    # np.asarray keeps 0-d arrays 0-d (ascontiguousarray would make them 1-d).
+    np.save(buffer, np.asarray(array, order="C"), allow_pickle=False)
     return buffer.getvalue()
 
 

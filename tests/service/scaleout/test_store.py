@@ -13,7 +13,7 @@ from service.dispatch.store import RedisJobStore
 from service.engine import ReconOptions
 from service.errors import Conflict, JobNotFound, ReconstructionFailed
 from service.operators.compile import compile_operator
-from service.operators.spec import Inpainting
+from service.operators.spec import CT, Inpainting
 from service.worker import EquivarianceResult, Outcome, Task
 from tests.service.scaleout.procs import RedisServer
 
@@ -50,6 +50,16 @@ def test_codec_round_trips_without_pickle() -> None:
     np.testing.assert_array_equal(outcome.image, OUTCOME.image)
     assert outcome.equivariance is not None and outcome.equivariance.map is not None
     assert (outcome.iterations, outcome.equivariance.score) == (7, 0.1)
+
+
+def test_codec_keeps_every_parameter_shape_of_every_family() -> None:
+    """0-d parameters (CT fbp_scale) stay 0-d: one rank more breaks the stacked graph input."""
+    ct = compile_operator(CT(type="ct", shape=(16, 16), angles={"uniform": {"count": 5}}))
+    task = decode_task(_bytes(encode_task(Task("pinv", ct, np.zeros((5, 16), np.float32),
+                                               ReconOptions()))))
+    for name, value in ct.params.items():
+        assert task.op.params[name].shape == value.shape, name
+        np.testing.assert_array_equal(task.op.params[name], value)
 
 
 def test_a_job_finishes_once(store: RedisJobStore) -> None:
