@@ -60,7 +60,7 @@ calibrate: $(VENV)/.dev
 	$(BIN)/python -m bench.calibrate_tv
 
 # Train, export and evaluate every learned model (hours on 2 CPU cores; CUDA when present).
-RECIPES := inpainting-ei inpainting-sup ct-ei ct-sup mri-ei mri-sup denoising-p4m
+RECIPES := ct-ei ct-mc ct-sup mri-ei mri-mc mri-sup inpainting-ei inpainting-mc inpainting-sup denoising-p4m
 train: $(VENV)/.dev $(BRAIN)
 	for r in $(RECIPES); do $(BIN)/python -m models.train $$r --export || exit 1; done
 	for f in inpainting ct mri denoising; do $(BIN)/python -m models.evaluate $$f || exit 1; done

@@ -45,7 +45,7 @@ from bench.common import (
     shared_engine,
     simulate,
     stats,
-    write_json,
+    write_results,
 )
 from bench.problems import validation_image
 from bench.serving import INPAINTING, SIGMA, _learned_problem
@@ -342,9 +342,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "notes": notes,
         "target": f"at {TARGET_CLIENTS} clients, batching on >= {TARGET_SPEEDUP}x batching off",
     }
-    out = results_dir(args.out, args.quick)
-    write_json(out / "batching.json", result)
-    (out / "batching.md").write_text(markdown(result))
+    write_results(results_dir(args.out, args.quick), "batching", result, markdown(result))
     return result
 
 

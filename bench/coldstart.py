@@ -42,7 +42,7 @@ from bench.common import (
     serve,
     shared_engine,
     simulate,
-    write_json,
+    write_results,
 )
 from bench.problems import validation_image
 from bench.serving import _learned_problem, celery_status
@@ -175,9 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        else "missed",
         }] if scaleout["measured"] else []),
     }
-    out = results_dir(args.out, args.quick)
-    write_json(out / "coldstart.json", result)
-    (out / "coldstart.md").write_text(markdown(result))
+    write_results(results_dir(args.out, args.quick), "coldstart", result, markdown(result))
     return result
 
 

@@ -79,6 +79,12 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
+def write_results(out: Path, name: str, result: dict[str, Any], markdown: str) -> None:
+    """``out/NAME.json`` (the figures) and ``out/NAME.md`` (the table) of one benchmark."""
+    write_json(out / f"{name}.json", result)
+    (out / f"{name}.md").write_text(markdown)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()

@@ -30,7 +30,7 @@ from bench.common import (
     shared_engine,
     simulate,
     stats,
-    write_json,
+    write_results,
 )
 from bench.problems import validation_image
 from service.engine import Engine, ReconOptions
@@ -150,9 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "rows": rows, "exponent": b})
     result = {"meta": machine(), "tv_iterations": TV_ITERATIONS, "series": out_series,
               "notes": notes}
-    out = results_dir(args.out, args.quick)
-    write_json(out / "scaling.json", result)
-    (out / "scaling.md").write_text(markdown(result))
+    write_results(results_dir(args.out, args.quick), "scaling", result, markdown(result))
     return result
 
 

@@ -47,7 +47,7 @@ from bench.common import (
     shared_engine,
     simulate,
     stats,
-    write_json,
+    write_results,
 )
 from bench.problems import validation_image
 from service.api.validate import prepare_reconstruction
@@ -329,9 +329,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "notes": notes,
         "target": "HTTP median <= in-process median + max(15%, 2 ms)",
     }
-    out = results_dir(args.out, args.quick)
-    write_json(out / "serving.json", result)
-    (out / "serving.md").write_text(markdown(result))
+    write_results(results_dir(args.out, args.quick), "serving", result, markdown(result))
     return result
 
 

@@ -46,7 +46,7 @@ from bench.common import (
     results_dir,
     shared_engine,
     simulate,
-    write_json,
+    write_results,
 )
 from bench.problems import psnr, validation_image
 from service.engine import Engine, ReconOptions, choose_lambda
@@ -383,9 +383,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "targets": targets,
         "issue_reference": ISSUE_REFERENCE,
     }
-    out = results_dir(args.out, args.quick)
-    write_json(out / "tv_compare.json", result)
-    (out / "tv_compare.md").write_text(markdown(result))
+    write_results(results_dir(args.out, args.quick), "tv_compare", result, markdown(result))
     return result
 
 

@@ -84,6 +84,7 @@ def _card(
         "ei": f"measurement consistency + {recipe.alpha} x EI ({recipe.transform})",
         "rei": f"SURE + {recipe.alpha} x EI ({recipe.transform})",
         "sure": "SURE (Stein's unbiased risk estimate), no ground truth",
+        "mc": "measurement consistency only, no ground truth (the baseline EI improves on)",
         "sup": "supervised mean squared error (uses ground truth)",
     }[recipe.loss]
     return {
@@ -107,11 +108,13 @@ def _card(
             "varied": recipe.vary,
             "noise_sigma": recipe.sigma,
             "steps": summary.get("step"),
-            "batch": recipe.batch,
+            "batch": summary.get("batch", recipe.batch),
             "crop": recipe.crop,
             "seconds": summary.get("train_seconds"),
             "hardware": summary.get("hardware"),
             "command": summary.get("command", f"python -m models.train {name}"),
+            "launcher": summary.get("launcher"),
+            "selection": summary.get("selection"),
             "final_val_psnr_db": log[-1]["val_psnr_db"] if log else None,
         },
         "options": {},

@@ -60,6 +60,7 @@ __all__ = [
     "NaturalPatches",
     "Split",
     "batch",
+    "batch_indices",
     "brain_split",
     "ellipse_phantom",
     "iterate_batches",
@@ -518,9 +519,20 @@ def iterate_batches(
     >>> _ = next(a); bool(torch.equal(next(a), next(b)))
     True
     """
+    for indices in batch_indices(len(source), batch_size, seed, start=start):
+        yield batch(source, indices)
+
+
+def batch_indices(n: int, batch_size: int, seed: int, *, start: int = 0) -> Iterator[list[int]]:
+    """The index lists of :func:`iterate_batches` over ``n`` items (endless).
+
+    Example
+    -------
+    >>> next(batch_indices(5, 3, seed=0, start=1))[0] in range(5)
+    True
+    """
     if batch_size < 1 or seed < 0 or start < 0:
         raise ValueError("batch_size must be >= 1, seed and start >= 0")
-    n = len(source)
     position = start * batch_size
     cached: tuple[int, np.ndarray] = (-1, np.empty(0, np.int64))
     while True:
@@ -532,7 +544,7 @@ def iterate_batches(
             take = min(batch_size - len(indices), n - offset)
             indices.extend(cached[1][offset : offset + take].tolist())
             position += take
-        yield batch(source, indices)
+        yield indices
 
 
 # --- helpers

@@ -1,16 +1,18 @@
-"""``python -m models.train RECIPE [--steps N] [--resume] [--export]``.
+"""``python -m models.train RECIPE [--steps N | --time-budget S] [--batch B] [--export]``.
 
 Trains a recipe of ``models/train/recipes.py`` into ``runs/RECIPE/`` (log.jsonl,
-checkpoint.npz, weights.npz), on CUDA when present. ``--export`` then writes
-the ONNX graph and model card into ``models/zoo`` (``models.export_learned``).
+checkpoint.npz, weights.npz, summary.json), on CUDA when present. ``--time-budget``
+picks the step count from the speed of the warm-up; ``summary.json`` then records
+the ``--steps`` command that reproduces the run. ``--export`` writes the ONNX graph
+and model card into ``models/zoo`` (``models.export_learned``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -39,27 +41,59 @@ def _hardware(device: str) -> str:
     return f"{cpu}, {os.cpu_count()} cores (CPU)"
 
 
+def _command(args: argparse.Namespace, steps: int) -> str:
+    """The command that reproduces this run (a time budget becomes its step count)."""
+    words = ["python -m models.train", args.recipe, "--device", args.device]
+    if args.batch:
+        words += ["--batch", str(args.batch)]
+    if args.steps or args.time_budget:
+        words += ["--steps", str(steps)]
+    if args.seed:
+        words += ["--seed", str(args.seed)]
+    return " ".join(words)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m models.train", description=__doc__.splitlines()[0]
     )
     parser.add_argument("recipe", choices=sorted(RECIPES))
     parser.add_argument("--steps", type=int, help="override the recipe's step count")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="instead of --steps: as many steps as fit in SECONDS",
+    )
+    parser.add_argument("--batch", type=int, help="override the recipe's batch size")
+    parser.add_argument("--workers", type=int, help="data workers (default: 2 on CUDA, 0 on CPU)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--runs", type=Path, default=RUNS)
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint.npz")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export", action="store_true", help="export to models/zoo when done")
     args = parser.parse_args(argv)
+    if args.steps and args.time_budget:
+        parser.error("--steps and --time-budget exclude each other")
     recipe = RECIPES[args.recipe]
+    if args.batch:
+        recipe = dataclasses.replace(recipe, batch=args.batch)
     out = args.runs / recipe.name
     began = time.perf_counter()
-    summary = train(recipe, out, args.device, args.steps, args.resume, args.seed)
-    summary["train_seconds"] = round(time.perf_counter() - began, 1)
-    summary["hardware"] = _hardware(summary["device"])
-    summary["command"] = "python -m models.train " + " ".join(
-        sys.argv[1:] if argv is None else argv
+    summary = train(
+        recipe,
+        out,
+        args.device,
+        args.steps,
+        args.resume,
+        args.seed,
+        time_budget=args.time_budget,
+        workers=args.workers,
     )
+    summary["train_seconds"] = round(time.perf_counter() - began, 1)
+    summary["batch"] = recipe.batch
+    summary["hardware"] = _hardware(summary["device"])
+    summary["command"] = _command(args, summary["step"])
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
     if args.export:

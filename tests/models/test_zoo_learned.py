@@ -13,8 +13,21 @@ ZOO_CARDS = Zoo.load(ZOO).cards
 LEARNED = sorted(k for k, c in ZOO_CARDS.items() if c.kind == "learned")
 
 
+FAMILIES = ("ct", "mri", "inpainting")
+
+
 def test_learned_models_ship() -> None:
-    assert {"inpainting-ei", "inpainting-sup", "mri-ei", "mri-sup", "denoising-p4m"} <= set(LEARNED)
+    trios = {f"{family}-{how}" for family in FAMILIES for how in ("ei", "mc", "sup")}
+    assert trios | {"denoising-p4m"} <= set(LEARNED)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cards_compare_ei_with_every_baseline(family: str) -> None:
+    """Each EI card carries pinv, TV, MC-only, EI and supervised, validated side by side."""
+    metrics = ZOO_CARDS[f"{family}-ei"].raw["metrics"]["models"]
+    assert {"pinv", "tv", f"{family}-mc", f"{family}-ei", f"{family}-sup"} <= set(metrics)
+    for values in metrics.values():
+        assert 0 < values["ssim"] <= 1 and values["psnr_db"] > 0
 
 
 @pytest.mark.parametrize("model", LEARNED)
@@ -24,6 +37,9 @@ def test_card_records_training_and_validation(model: str) -> None:
     assert training["command"].startswith("python -m models.train ")
     assert training["seconds"] > 0 and training["hardware"]
     assert training["ground_truth_used"] == model.endswith("-sup")
+    # The command reproduces the shipped step count (a time budget is recorded as --steps).
+    command = training["command"]
+    assert f"--steps {training['steps']}" in command or "--steps" not in command
     assert card["network"]["parameters"] > 1000
     metrics = card["metrics"]["models"]
     assert {"pinv", "tv", model} <= set(metrics)

@@ -31,6 +31,7 @@ TINY = replace(
     stages=2,
     block_args={"channels": 8, "depth": 3},
     lr=3e-3,
+    warmup=4,
     constraints={},
 )
 
