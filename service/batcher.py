@@ -5,6 +5,13 @@ a worker thread loops on :meth:`Batcher.next_batch` then :meth:`Batcher.run`.
 A batch holds requests of one key (equal model and input shapes, so they
 stack), oldest first; it closes when it has ``max_batch`` requests or when the
 oldest has waited ``max_wait_s``. Requests of other keys keep their place.
+
+With ``adaptive=True`` a partial batch waits only while more requests are on
+their way: producers :meth:`~Batcher.announce` a request before they decode and
+validate it, and the batch closes at once when nothing is announced. A lone
+client then pays no fill wait (it was 5 ms of a 10 ms pinv request over HTTP),
+while concurrent clients, whose requests are being parsed while a batch runs,
+still fill batches.
 The batch function returns one result (or exception) per request; if it
 raises, each request is retried alone so a bad request fails alone.
 """
@@ -13,8 +20,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -47,13 +55,32 @@ class Batcher(Generic[T, R]):
         max_wait_s: float,
         max_queue: int,
         clock: Callable[[], float] = time.monotonic,
+        adaptive: bool = False,
     ) -> None:
         self._key = key
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
+        self.adaptive = adaptive
         self._clock = clock
         self._pending: list[Entry[T, R]] = []
         self._cond = threading.Condition()
         self._closed = False
+        self._announced = 0
+
+    @contextmanager
+    def announce(self) -> Iterator[None]:
+        """Mark a request as on its way for the duration of the block (adaptive mode).
+
+        Wrap the decoding, validation and :meth:`submit` of one request, so that a
+        partial batch waits for it; leaving the block (submitted or failed) ends it.
+        """
+        with self._cond:
+            self._announced += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._announced -= 1
+                self._cond.notify_all()
 
     def submit(self, item: T) -> Future[R]:
         """Queue ``item``; raise :class:`QueueFull` at ``max_queue`` pending requests."""
@@ -87,8 +114,14 @@ class Batcher(Generic[T, R]):
                 head = self._pending[0]
                 batch = self._same_key(head.key)
                 fill_by = head.enqueued + self.max_wait_s
-                if len(batch) < self.max_batch and not self._closed and self._wait(fill_by):
-                    continue  # something arrived (or was cancelled): look again
+                more_coming = not self.adaptive or self._announced > 0
+                if (
+                    len(batch) < self.max_batch
+                    and more_coming
+                    and not self._closed
+                    and self._wait(fill_by)
+                ):
+                    continue  # something arrived, was announced or cancelled: look again
                 taken = [e for e in batch if e.future.set_running_or_notify_cancel()]
                 self._pending = [e for e in self._pending if e not in batch]
                 if taken:

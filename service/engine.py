@@ -93,14 +93,11 @@ class Engine:
     def __init__(self, zoo: Zoo, device: str = "auto") -> None:
         self.zoo = zoo
         self.providers = select_providers(device)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
         # Sessions by zoo-relative path: graphs/{kernel}.{role}.onnx for the
         # operator graphs, whatever a card names for a learned model.
         self._sessions: dict[str, ort.InferenceSession] = {
             rel: ort.InferenceSession(
-                str(zoo.path(rel)), sess_options=options, providers=self.providers
+                str(zoo.path(rel)), sess_options=_options(rel), providers=self.providers
             )
             for rel in zoo.files
             if rel.startswith("graphs/") and rel.endswith(".onnx")
@@ -190,6 +187,45 @@ class Engine:
             keep = (delta >= tol[active]) & (iterations[active] < max_iter[active])
             active = active[keep]
         return ReconOutput(state["x"], iterations, lam)
+
+
+_SHARED_ARENA: list[bool] = []  # registered once per process
+
+
+def _shared_cpu_arena() -> None:
+    """Register one CPU memory arena for every session of the process.
+
+    Each session's own arena keeps its high-water mark for good, so the resident
+    memory became the sum of every graph's peak (1931 MiB after one request per
+    model, mostly CT intermediates); one shared arena holds the largest single
+    peak: 1122 MiB, with the same latencies measured side by side (bench/README.md).
+    """
+    if not _SHARED_ARENA:
+        info = ort.OrtMemoryInfo(
+            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+        )
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+        _SHARED_ARENA.append(True)
+
+
+def _options(rel: str) -> ort.SessionOptions:
+    """Session options of one graph.
+
+    onnxruntime's pool threads spin for a while after each run, waiting for the next.
+    That pays only in the TV loop, which calls its block graph back to back (TV is
+    15-40% slower without it); after any other graph the spinning steals the cores
+    that the API's event loop needs to read the next requests: with it off, a learned
+    model over HTTP served 54 -> 67 requests/s to one client and 58 -> 74 to 16
+    (2 cores; bench/README.md).
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    _shared_cpu_arena()
+    options.add_session_config_entry("session.use_env_allocators", "1")
+    if not rel.endswith(".tv.onnx"):
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 #: PDHG iterations per exported block (models/recon/tv.py BLOCK_ITERATIONS).

@@ -1,4 +1,9 @@
-"""Named dependencies: route signatures read like prose (``zoo: ZooDep``)."""
+"""Named dependencies: route signatures read like prose (``zoo: ZooDep``).
+
+They are ``async def`` although they never await: FastAPI runs a plain ``def``
+dependency in its thread pool, and the six hops of a reconstruction request
+cost more than the whole pinv reconstruction (py-spy, bench/README.md).
+"""
 
 from __future__ import annotations
 
@@ -40,17 +45,17 @@ class Runtime:
     dispatcher: Dispatcher
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
     if runtime is None:
         raise NotReady("models are not loaded yet")
@@ -62,19 +67,19 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_zoo(runtime: RuntimeDep) -> Zoo:
+async def get_zoo(runtime: RuntimeDep) -> Zoo:
     return runtime.zoo
 
 
-def get_engine(runtime: RuntimeDep) -> Engine:
+async def get_engine(runtime: RuntimeDep) -> Engine:
     return runtime.engine
 
 
-def get_jobs(runtime: RuntimeDep) -> Jobs:
+async def get_jobs(runtime: RuntimeDep) -> Jobs:
     return runtime.jobs
 
 
-def get_dispatcher(runtime: RuntimeDep) -> Dispatcher:
+async def get_dispatcher(runtime: RuntimeDep) -> Dispatcher:
     return runtime.dispatcher
 
 
@@ -88,7 +93,7 @@ _bearer = HTTPBearer(
 )
 
 
-def get_tenant(
+async def get_tenant(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
 from service.jobs import Job
@@ -15,7 +16,16 @@ class Dispatcher(Protocol):
 
     ``submit`` queues a job (raising :class:`~service.errors.QueueFull` when
     full); the backend moves it to ``running`` and finishes it in the store.
+    ``blocking_submit`` says whether ``submit`` may block on I/O (then the API
+    calls it from a thread). ``announce`` wraps the preparation and submission of
+    one request, so that a micro-batcher that closes partial batches early knows
+    more are coming (a no-op where nothing batches on this side).
     """
+
+    blocking_submit: bool
+
+    def announce(self) -> AbstractContextManager[None]:
+        """Context of one request from arrival to ``submit``."""
 
     def start(self) -> None:
         """Start the workers (called once by the app lifespan)."""

@@ -25,6 +25,7 @@ import math
 import socket
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,13 @@ class CeleryDispatcher:
 
     def stop(self) -> None:
         self.jobs.close()
+
+    #: ``submit`` writes to Redis: the API calls it from a thread.
+    blocking_submit = True
+
+    def announce(self) -> AbstractContextManager[None]:
+        """Nothing batches on the API side: the workers' batchers see their own deliveries."""
+        return nullcontext()
 
     def submit(self, job: Job) -> None:
         depth = self.jobs.enqueue(job.id, self.settings.max_queue)
@@ -217,15 +225,17 @@ class Worker:
         if state != "run":
             _log.info("job %s not run: %s", job_id, state)
             return state
-        task = self.store.claim(job_id)
-        if task is None:
-            self.store.fail(job_id, ReconstructionFailed(
-                "the job's inputs expired before a worker took it"))
-            return "failed"
-        local = self.local.create(task.model, task.op.family, task)
-        done = threading.Event()
-        self.local.on_done(local, lambda _: done.set())
-        self.batcher.submit(local)
+        # Announced from the claim to the submit: concurrent deliveries fill one batch.
+        with self.batcher.announce():
+            task = self.store.claim(job_id)
+            if task is None:
+                self.store.fail(job_id, ReconstructionFailed(
+                    "the job's inputs expired before a worker took it"))
+                return "failed"
+            local = self.local.create(task.model, task.op.family, task)
+            done = threading.Event()
+            self.local.on_done(local, lambda _: done.set())
+            self.batcher.submit(local)
         if not done.wait(self.settings.job_timeout_s):
             self.local.cancel(local.id)
             self.batcher.cancel(local.id)

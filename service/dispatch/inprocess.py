@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from typing import Any
 
 from service.batcher import Batcher
@@ -40,7 +41,7 @@ class InProcessDispatcher:
         self.engine, self.jobs, self.metrics = engine, jobs, metrics
         self.batcher: Batcher[Job, Outcome] = Batcher(
             lambda job: batch_key(job.task),
-            max_batch=max_batch, max_wait_s=max_wait_s, max_queue=max_queue,
+            max_batch=max_batch, max_wait_s=max_wait_s, max_queue=max_queue, adaptive=True,
         )
         self._futures: dict[str, Future[Outcome]] = {}
         self._lock = threading.Lock()
@@ -63,6 +64,13 @@ class InProcessDispatcher:
 
     def queue_depth(self) -> int:
         return self.batcher.depth()
+
+    #: ``submit`` only appends to a queue: the API may call it on its event loop.
+    blocking_submit = False
+
+    def announce(self) -> AbstractContextManager[None]:
+        """A request is on its way (decoding, validation): partial batches wait for it."""
+        return self.batcher.announce()
 
     def submit(self, job: Job) -> None:
         future = self.batcher.submit(job)

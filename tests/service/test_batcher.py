@@ -22,9 +22,9 @@ class Clock:
 
 
 def make(max_batch: int = 4, max_wait_s: float = 60.0, max_queue: int = 100,
-         clock: Clock | None = None) -> Batcher[tuple[str, int], int]:
+         clock: Clock | None = None, adaptive: bool = False) -> Batcher[tuple[str, int], int]:
     return Batcher(lambda item: item[0], max_batch=max_batch, max_wait_s=max_wait_s,
-                   max_queue=max_queue, clock=clock or Clock())
+                   max_queue=max_queue, clock=clock or Clock(), adaptive=adaptive)
 
 
 def items(batch: Sequence) -> list:
@@ -58,6 +58,44 @@ def test_a_partial_batch_waits_for_its_deadline_only() -> None:
     b.submit(("a", 0))
     clock.now = 60.0
     assert items(b.next_batch()) == [("a", 0)]
+
+
+def test_adaptive_a_lone_request_goes_at_once() -> None:
+    # The manual clock never reaches the hour: only the empty announcement lets it go.
+    b = make(max_batch=8, max_wait_s=3600.0, adaptive=True)
+    b.submit(("a", 0))
+    assert items(b.next_batch()) == [("a", 0)]
+
+
+def test_adaptive_a_partial_batch_waits_for_announced_requests() -> None:
+    b = make(max_batch=8, max_wait_s=3600.0, adaptive=True)
+    arriving = b.announce()
+    arriving.__enter__()
+    with b.announce():
+        b.submit(("a", 0))
+    got: list = []
+    worker = threading.Thread(target=lambda: got.extend(b.next_batch()))
+    worker.start()
+    worker.join(0.2)
+    assert worker.is_alive()  # ("a", 1) is announced: the batch waits for it
+    b.submit(("a", 1))
+    arriving.__exit__(None, None, None)
+    worker.join(5)
+    assert items(got) == [("a", 0), ("a", 1)]
+
+
+def test_adaptive_a_failed_announcement_releases_the_batch() -> None:
+    b = make(max_batch=8, max_wait_s=3600.0, adaptive=True)
+    b.submit(("a", 0))
+    got: list = []
+    with pytest.raises(ValueError), b.announce():
+        worker = threading.Thread(target=lambda: got.extend(b.next_batch()))
+        worker.start()
+        worker.join(0.2)
+        assert worker.is_alive()
+        raise ValueError("the announced request was invalid")
+    worker.join(5)
+    assert items(got) == [("a", 0)]
 
 
 def test_one_bad_request_fails_alone() -> None:

@@ -136,26 +136,31 @@ async def create_reconstruction(
     ] = None,
 ) -> ReconstructionPublic:
     """Reconstruct: 200 with the result, or 202 + Location if async or still running."""
-    task = await run_in_threadpool(prepare_reconstruction, body, zoo)
-    job = jobs.create(body.model, task.op.family, task, tenant)
-    prior = None
-    if idempotency_key is not None:
-        try:
-            prior = jobs.bind_key(tenant, idempotency_key, _fingerprint(body), job)
-        except Conflict:
+    # Announced from here to the submit, so that a micro-batch waits for this request.
+    with dispatcher.announce():
+        task = await run_in_threadpool(prepare_reconstruction, body, zoo)
+        job = jobs.create(body.model, task.op.family, task, tenant)
+        prior = None
+        if idempotency_key is not None:
+            try:
+                prior = jobs.bind_key(tenant, idempotency_key, _fingerprint(body), job)
+            except Conflict:
+                jobs.discard(job)
+                raise
+        if prior is not None:
             jobs.discard(job)
-            raise
-    if prior is not None:
-        jobs.discard(job)
-        job = prior
-    else:
-        try:
-            await run_in_threadpool(dispatcher.submit, job)
-        except Exception:
-            jobs.discard(job)
-            if idempotency_key is not None:
-                jobs.unbind_key(tenant, idempotency_key)
-            raise
+            job = prior
+        else:
+            try:
+                if dispatcher.blocking_submit:
+                    await run_in_threadpool(dispatcher.submit, job)
+                else:
+                    dispatcher.submit(job)
+            except Exception:
+                jobs.discard(job)
+                if idempotency_key is not None:
+                    jobs.unbind_key(tenant, idempotency_key)
+                raise
     preferences = _preferences(prefer)
     if "respond-async" in preferences:
         response.headers["Preference-Applied"] = "respond-async"
