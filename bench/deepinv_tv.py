@@ -107,15 +107,19 @@ def run(folder: Path) -> dict[str, Any]:
     torch.set_grad_enabled(False)
     truth = torch.from_numpy(np.load(folder / "truth.npy", allow_pickle=False)).float()[None, None]
     physics = _physics(job, folder)
-    gen = torch.Generator().manual_seed(job["seed"])
-    clean = physics.A(truth)
-    y = clean + job["sigma"] * torch.randn(clean.shape, generator=gen)
-    if job["family"] == "inpainting":
-        y = physics.A(y)  # no noise off the mask, as in our simulation
     try:
         lipschitz = float(physics.compute_norm(torch.rand_like(truth), verbose=False))
     except TypeError:  # releases without the verbose flag
         lipschitz = float(physics.compute_norm(torch.rand_like(truth)))
+    # The same problem as ours: deepinv's operator is ours scaled by sqrt(lipschitz)/‖A‖
+    # (its Tomography is normalised), so the noise scales with it. Then
+    # ½‖A_d x - y_d‖² is our 1/(2‖A‖²)‖A x - y‖² and the weights λ carry over as they are.
+    scale = math.sqrt(lipschitz) / job.get("norm", math.sqrt(lipschitz))
+    gen = torch.Generator().manual_seed(job["seed"])
+    clean = physics.A(truth)
+    y = clean + scale * job["sigma"] * torch.randn(clean.shape, generator=gen)
+    if job["family"] == "inpainting":
+        y = physics.A(y)  # no noise off the mask, as in our simulation
     out: dict[str, Any] = {"deepinv": dinv.__version__, "torch": torch.__version__,
                            "operator_norm_squared": lipschitz, "solvers": {}}
     grid = [job["lam"] * lipschitz * f for f in job["lam_factors"]]

@@ -129,10 +129,20 @@ def test_tv_compare(results: dict[str, Any], capsys: pytest.CaptureFixture[str])
     assert {t["verdict"] for t in r["targets"]} <= VERDICTS
 
 
-def test_deepinv_is_reported_missing_here() -> None:
-    # The main venv has the CPU torch wheel, beside which deepinv cannot import (DATA.md).
+def test_deepinv_environment_lookup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The main venv has the CPU torch wheel, beside which deepinv cannot import (DATA.md):
+    # without an environment elsewhere, the deepinv rows are skipped with a pointer.
+    monkeypatch.delenv("DEEPINV_PYTHON", raising=False)
+    monkeypatch.setattr(tv_compare, "DEEPINV_VENV", tmp_path / "no-venv")
     assert tv_compare.deepinv_python(None) is None
     assert "see bench/README.md" in tv_compare.DEEPINV_SKIPPED
+    python = tmp_path / "python"
+    python.touch()
+    assert tv_compare.deepinv_python(str(python)) == str(python)
+    monkeypatch.setenv("DEEPINV_PYTHON", str(python))
+    assert tv_compare.deepinv_python(None) == str(python)
 
 
 def test_scaling(results: dict[str, Any]) -> None:
