@@ -7,11 +7,12 @@ stack), oldest first; it closes when it has ``max_batch`` requests or when the
 oldest has waited ``max_wait_s``. Requests of other keys keep their place.
 
 With ``adaptive=True`` a partial batch waits only while more requests are on
-their way: producers :meth:`~Batcher.announce` a request before they decode and
-validate it, and the batch closes at once when nothing is announced. A lone
-client then pays no fill wait (it was 5 ms of a 10 ms pinv request over HTTP),
-while concurrent clients, whose requests are being parsed while a batch runs,
-still fill batches.
+their way: producers :meth:`~Batcher.announce` a request while they prepare it
+(compile its operator, check it against the model) and submit it, and the batch
+closes at once when nothing is announced. A lone client then pays no fill wait
+(it was 5 ms of a 10 ms pinv request over HTTP), while concurrent clients,
+whose requests are being prepared while a batch runs, still fill batches.
+
 The batch function returns one result (or exception) per request; if it
 raises, each request is retried alone so a bad request fails alone.
 """
@@ -70,8 +71,8 @@ class Batcher(Generic[T, R]):
     def announce(self) -> Iterator[None]:
         """Mark a request as on its way for the duration of the block (adaptive mode).
 
-        Wrap the decoding, validation and :meth:`submit` of one request, so that a
-        partial batch waits for it; leaving the block (submitted or failed) ends it.
+        Wrap the preparation and :meth:`submit` of one request, so that a partial
+        batch waits for it; leaving the block (submitted or failed) ends it.
         """
         with self._cond:
             self._announced += 1
