@@ -32,7 +32,11 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_batch: int = Field(default=8, ge=1, le=256, description="requests per micro-batch")
-    max_wait_ms: float = Field(default=5.0, ge=0.0, le=10_000.0, description="batch fill wait")
+    max_wait_ms: float = Field(
+        default=5.0, ge=0.0, le=10_000.0,
+        description="longest a partial batch waits for requests already on their way "
+        "(none announced: it goes at once)",
+    )
     max_queue: int = Field(default=256, ge=1, description="queued requests before 429")
     max_body_mb: float = Field(default=64.0, gt=0.0, description="request body limit")
     api_keys_file: Path | None = Field(
