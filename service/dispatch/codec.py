@@ -18,7 +18,7 @@ import numpy as np
 
 from service.engine import ReconOptions
 from service.equivariance import Transform
-from service.operators.compile import CompiledOperator
+from service.operators.compile import CompiledOperator, compile_json
 from service.worker import EquivarianceResult, Outcome, Task
 
 __all__ = ["decode_outcome", "decode_task", "encode_outcome", "encode_task", "from_npy", "to_npy"]
@@ -42,28 +42,34 @@ def _meta(fields: dict[bytes, bytes]) -> dict[str, Any]:
 
 def encode_task(task: Task) -> dict[str, bytes]:
     op = task.op
+    op_meta: dict[str, Any] = {
+        "family": op.family, "kernel": op.kernel, "image_shape": list(op.image_shape),
+        "measurement_shape": list(op.measurement_shape),
+        "measurement_dtype": op.measurement_dtype, "norm": op.norm,
+        "params": sorted(op.params),
+    }
     meta = {
         "model": task.model,
-        "op": {
-            "family": op.family, "kernel": op.kernel, "image_shape": list(op.image_shape),
-            "measurement_shape": list(op.measurement_shape),
-            "measurement_dtype": op.measurement_dtype, "norm": op.norm,
-            "params": sorted(op.params),
-        },
+        "op": op_meta,
         "options": asdict(task.options),
         "group": task.group,
         "transforms": [asdict(t) for t in task.transforms],
         "want_map": task.want_map,
     }
-    fields = {"meta": json.dumps(meta).encode("utf-8"), "y": to_npy(task.y)}
-    fields |= {f"p:{name}": to_npy(value) for name, value in op.params.items()}
-    return fields
+    # The spec instead of the parameters when it is smaller: CT's padded-ELL matrices are
+    # ~50 MB per job (315 ms through Redis against 46 ms in-process), its spec ~100 bytes.
+    if op.spec is not None and len(op.spec) < sum(v.nbytes for v in op.params.values()):
+        op_meta["spec"] = op.spec
+        params: dict[str, bytes] = {}
+    else:
+        params = {f"p:{name}": to_npy(value) for name, value in op.params.items()}
+    return {"meta": json.dumps(meta).encode("utf-8"), "y": to_npy(task.y), **params}
 
 
 def decode_task(fields: dict[bytes, bytes]) -> Task:
     meta = _meta(fields)
     o = meta["op"]
-    op = CompiledOperator(
+    op = compile_json(o["spec"]) if "spec" in o else CompiledOperator(
         family=o["family"], kernel=o["kernel"], image_shape=tuple(o["image_shape"]),
         measurement_shape=tuple(o["measurement_shape"]),
         measurement_dtype=o["measurement_dtype"],

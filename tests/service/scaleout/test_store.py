@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from service.engine import ReconOptions
 from service.errors import Conflict, JobNotFound, ReconstructionFailed
 from service.operators.compile import compile_operator
 from service.operators.spec import CT, Inpainting
+from service.wire import ArrayModel
 from service.worker import EquivarianceResult, Outcome, Task
 from tests.service.scaleout.procs import RedisServer
 
@@ -54,12 +56,29 @@ def test_codec_round_trips_without_pickle() -> None:
 
 def test_codec_keeps_every_parameter_shape_of_every_family() -> None:
     """0-d parameters (CT fbp_scale) stay 0-d: one rank more breaks the stacked graph input."""
-    ct = compile_operator(CT(type="ct", shape=(16, 16), angles={"uniform": {"count": 5}}))
+    compiled = compile_operator(CT(type="ct", shape=(16, 16), angles={"uniform": {"count": 5}}))
+    ct = replace(compiled, spec=None)  # no spec: the arrays themselves travel
     task = decode_task(_bytes(encode_task(Task("pinv", ct, np.zeros((5, 16), np.float32),
                                                ReconOptions()))))
     for name, value in ct.params.items():
         assert task.op.params[name].shape == value.shape, name
         np.testing.assert_array_equal(task.op.params[name], value)
+
+
+def test_codec_ships_the_spec_when_it_is_smaller_than_the_arrays() -> None:
+    ct = compile_operator(CT(type="ct", shape=(128, 128), angles={"uniform": {"count": 50}}))
+    fields = encode_task(Task("pinv", ct, np.zeros((50, 128), np.float32), ReconOptions()))
+    assert not [k for k in fields if k.startswith("p:")]
+    assert sum(map(len, fields.values())) < 60_000  # the arrays are ~50 MB
+    task = decode_task(_bytes(fields))
+    assert task.op.norm == ct.norm and task.op.params.keys() == ct.params.keys()
+    for name, value in ct.params.items():
+        np.testing.assert_array_equal(task.op.params[name], value)
+    # An inline mask is larger as base64 in the spec than as raw .npy: the arrays travel.
+    mask = ArrayModel.of(np.ones((64, 64), np.float32))
+    inline = compile_operator(Inpainting(type="inpainting", shape=(64, 64), mask=mask))
+    fields = encode_task(Task("pinv", inline, np.zeros((64, 64), np.float32), ReconOptions()))
+    assert "p:mask" in fields and "spec" not in json.loads(fields["meta"])["op"]
 
 
 def test_a_job_finishes_once(store: RedisJobStore) -> None:
