@@ -10,6 +10,7 @@ dropping converged samples from the batch as it goes.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -189,9 +190,7 @@ class Engine:
         return ReconOutput(state["x"], iterations, lam)
 
 
-_SHARED_ARENA: list[bool] = []  # registered once per process
-
-
+@functools.cache  # once per process
 def _shared_cpu_arena() -> None:
     """Register one CPU memory arena for every session of the process.
 
@@ -200,12 +199,10 @@ def _shared_cpu_arena() -> None:
     model, mostly CT intermediates); one shared arena holds the largest single
     peak: 1122 MiB, with the same latencies measured side by side (bench/README.md).
     """
-    if not _SHARED_ARENA:
-        info = ort.OrtMemoryInfo(
-            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
-        )
-        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
-        _SHARED_ARENA.append(True)
+    info = ort.OrtMemoryInfo(
+        "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+    )
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
 
 
 def _options(rel: str) -> ort.SessionOptions:

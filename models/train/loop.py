@@ -243,6 +243,11 @@ def learning_rate_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
 
 
+def _set_lr(opt: torch.optim.Optimizer, recipe: Recipe, step: int, total: int) -> None:
+    for group in opt.param_groups:
+        group["lr"] = recipe.lr * learning_rate_factor(step, recipe.warmup, total)
+
+
 def train(
     recipe: Recipe,
     out: Path,
@@ -282,8 +287,7 @@ def train(
         start = load_weights(net, checkpoint)
         _load_optimizer(opt, net, checkpoint)
         log(f"resumed {recipe.name} at step {start}")
-    for group in opt.param_groups:
-        group["lr"] = recipe.lr * learning_rate_factor(start, recipe.warmup, total)
+    _set_lr(opt, recipe, start, total)
     # The stream is deterministic: a resumed run skips what it has already seen.
     batches = _batches(recipe, seed, start, workers)
     gen = torch.Generator().manual_seed(seed + 7919 * (start + 1))
@@ -306,8 +310,7 @@ def train(
         loss.backward()
         opt.step()
         step += 1
-        for group in opt.param_groups:
-            group["lr"] = recipe.lr * learning_rate_factor(step, recipe.warmup, total)
+        _set_lr(opt, recipe, step, total)
         losses.append(float(loss.detach()))
         bar.update(1)
         if time_budget is not None and step == recipe.warmup:

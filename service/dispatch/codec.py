@@ -58,8 +58,9 @@ def encode_task(task: Task) -> dict[str, bytes]:
     }
     # The spec instead of the parameters when it is smaller: CT's padded-ELL matrices are
     # ~50 MB per job (315 ms through Redis against 46 ms in-process), its spec ~100 bytes.
-    if op.spec is not None and len(op.spec) < sum(v.nbytes for v in op.params.values()):
-        op_meta["spec"] = op.spec
+    spec = None if op.source is None else op.source.model_dump_json()
+    if spec is not None and len(spec) < sum(v.nbytes for v in op.params.values()):
+        op_meta["spec"] = spec
         params: dict[str, bytes] = {}
     else:
         params = {f"p:{name}": to_npy(value) for name, value in op.params.items()}

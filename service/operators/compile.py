@@ -72,9 +72,9 @@ class CompiledOperator:
     measurement_dtype: str  # wire dtype: "float32" or "complex64"
     params: dict[str, np.ndarray] = field(repr=False)
     norm: float
-    # The spec it was compiled from (canonical JSON): compiling it again gives the same
-    # parameters, which is how a job crosses to a Celery worker without its arrays.
-    spec: str | None = field(default=None, repr=False, compare=False)
+    # The spec it was compiled from: compiling it again gives the same parameters,
+    # which is how a job crosses to a Celery worker without its arrays.
+    source: s.Operator | None = field(default=None, repr=False, compare=False)
 
     @property
     def graph_measurement_shape(self) -> tuple[int, ...]:
@@ -114,7 +114,7 @@ def compile_operator(op: s.Operator) -> CompiledOperator:
         np.all(np.isfinite(v)) for v in compiled.params.values() if v.dtype.kind == "f"
     ):
         raise OperatorError((), "operator parameters give non-finite values")
-    return replace(compiled, spec=op.model_dump_json())
+    return replace(compiled, source=op)
 
 
 @lru_cache(maxsize=8)

@@ -57,7 +57,7 @@ def test_codec_round_trips_without_pickle() -> None:
 def test_codec_keeps_every_parameter_shape_of_every_family() -> None:
     """0-d parameters (CT fbp_scale) stay 0-d: one rank more breaks the stacked graph input."""
     compiled = compile_operator(CT(type="ct", shape=(16, 16), angles={"uniform": {"count": 5}}))
-    ct = replace(compiled, spec=None)  # no spec: the arrays themselves travel
+    ct = replace(compiled, source=None)  # no spec: the arrays themselves travel
     task = decode_task(_bytes(encode_task(Task("pinv", ct, np.zeros((5, 16), np.float32),
                                                ReconOptions()))))
     for name, value in ct.params.items():
