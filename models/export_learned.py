@@ -80,9 +80,10 @@ def _card(
         if (run / "log.jsonl").exists()
         else []
     )
+    alpha = summary.get("alpha", recipe.alpha)  # a run may override the recipe's weight
     loss = {
-        "ei": f"measurement consistency + {recipe.alpha} x EI ({recipe.transform})",
-        "rei": f"SURE + {recipe.alpha} x EI ({recipe.transform})",
+        "ei": f"measurement consistency + {alpha} x EI ({recipe.transform})",
+        "rei": f"SURE + {alpha} x EI ({recipe.transform})",
         "sure": "SURE (Stein's unbiased risk estimate), no ground truth",
         "mc": "measurement consistency only, no ground truth (the baseline EI improves on)",
         "sup": "supervised mean squared error (uses ground truth)",
@@ -118,7 +119,9 @@ def _card(
             "final_val_psnr_db": log[-1]["val_psnr_db"] if log else None,
         },
         "options": {},
+        # Validation results come from models.evaluate: a re-export keeps them.
         "metrics": old.get("metrics", {}),
+        **({"figure": old["figure"]} if "figure" in old else {}),
     }
 
 

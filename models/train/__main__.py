@@ -1,4 +1,4 @@
-"""``python -m models.train RECIPE [--steps N | --time-budget S] [--batch B] [--export]``.
+"""``python -m models.train RECIPE [--steps N | --time-budget S] [--batch B] [--alpha A] [--export]``.
 
 Trains a recipe of ``models/train/recipes.py`` into ``runs/RECIPE/`` (log.jsonl,
 checkpoint.npz, weights.npz, summary.json), on CUDA when present. ``--time-budget``
@@ -46,6 +46,8 @@ def _command(args: argparse.Namespace, steps: int) -> str:
     words = ["python -m models.train", args.recipe, "--device", args.device]
     if args.batch:
         words += ["--batch", str(args.batch)]
+    if args.alpha is not None:
+        words += ["--alpha", str(args.alpha)]
     if args.steps or args.time_budget:
         words += ["--steps", str(steps)]
     if args.seed:
@@ -66,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
         help="instead of --steps: as many steps as fit in SECONDS",
     )
     parser.add_argument("--batch", type=int, help="override the recipe's batch size")
+    parser.add_argument(
+        "--alpha", type=float, help="override the recipe's EI weight (ei/rei losses)"
+    )
     parser.add_argument("--workers", type=int, help="data workers (default: 2 on CUDA, 0 on CPU)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--runs", type=Path, default=RUNS)
@@ -78,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     recipe = RECIPES[args.recipe]
     if args.batch:
         recipe = dataclasses.replace(recipe, batch=args.batch)
+    if args.alpha is not None:
+        recipe = dataclasses.replace(recipe, alpha=args.alpha)
     out = args.runs / recipe.name
     began = time.perf_counter()
     summary = train(
@@ -92,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     summary["train_seconds"] = round(time.perf_counter() - began, 1)
     summary["batch"] = recipe.batch
+    summary["alpha"] = recipe.alpha
     summary["hardware"] = _hardware(summary["device"])
     summary["command"] = _command(args, summary["step"])
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -96,7 +96,7 @@ def test_square_only_groups_and_bounds() -> None:
 def test_default_groups() -> None:
     assert eq.default_group("mri", SQUARE) == "D4"
     assert eq.default_group("mri", WIDE) == "flips"  # D4 needs a square
-    assert eq.default_group("ct", SQUARE) == "shifts"
+    assert eq.default_group("ct", SQUARE) == "D4"  # shifts leave CT's inscribed circle
     assert set(eq.DEFAULT_GROUP) == {"denoising", "inpainting", "blur", "superresolution",
                                      "compressed_sensing", "mri", "mri_multicoil", "ct"}
 
