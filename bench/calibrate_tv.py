@@ -25,7 +25,7 @@ from service.operators.compile import compile_operator
 from service.operators.spec import Operator
 from service.zoo import Zoo
 
-GRID = [0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
+GRID = [0.015625, 0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
 ZOO = Path(__file__).resolve().parents[1] / "models" / "zoo"
 
 

@@ -46,7 +46,7 @@ OPSET = 20
 _COMPLEX_PARAMS = {"otf", "dft_h", "dft_w", "coils"}
 _COMPLEX_KERNELS = {"mri", "mri_multicoil"}
 #: Graph inputs that are state or scalars, not operator parameters.
-_STATE_INPUTS = {"x", "xbar", "p", "q", "y", "inv_norm", "lam", "lower"}
+_STATE_INPUTS = {"x", "xbar", "p", "q", "y", "inv_norm", "lam", "lower", "ratio"}
 BATCH = 3
 
 
@@ -69,9 +69,9 @@ class _Graph(torch.nn.Module):
             return functional.adjoint(self.kernel, state[0], params)
         if self.role == "pinv":
             return functional.pinv(self.kernel, state[0], params)
-        inv_norm, lam, lower = inputs[n_state + len(self.param_names) :]
+        inv_norm, lam, lower, ratio = inputs[n_state + len(self.param_names) :]
         x, xbar, p, q, y = state
-        return tv_block(self.kernel, x, xbar, p, q, y, params, inv_norm, lam, lower)
+        return tv_block(self.kernel, x, xbar, p, q, y, params, inv_norm, lam, lower, ratio)
 
 
 def graph_inputs(role: str, kernel: str) -> tuple[list[str], list[torch.Tensor], list[str]]:
@@ -88,10 +88,19 @@ def graph_inputs(role: str, kernel: str) -> tuple[list[str], list[torch.Tensor],
         return ["x", *names], [x, *tensors], ["y"]
     if role in ("adjoint", "pinv"):
         return ["y", *names], [y, *tensors], ["x"]
-    state = tv_init(physics.A_adjoint(y), y)
-    extra = [torch.full((BATCH,), v) for v in (0.04, 0.01, 0.0)]
+    # Every state input gets its own values: the exporter merges inputs that are the
+    # same tensor (tv_init's x and xbar are), and the graph then reads one for the other.
+    x0 = physics.A_adjoint(y).clone()
+    _, _, p0, q0 = tv_init(x0, y)
+    state = [
+        x0,
+        x0 + 0.1 * torch.rand(x0.shape, generator=gen),
+        p0 + 0.01 * torch.randn(p0.shape, generator=gen),
+        q0 + 0.01 * torch.randn(q0.shape, generator=gen),
+    ]
+    extra = [torch.full((BATCH,), v) for v in (0.04, 0.01, 0.0, 2.0)]
     return (
-        ["x", "xbar", "p", "q", "y", *names, "inv_norm", "lam", "lower"],
+        ["x", "xbar", "p", "q", "y", *names, "inv_norm", "lam", "lower", "ratio"],
         [*state, y, *tensors, *extra],
         ["x_out", "xbar_out", "p_out", "q_out", "delta"],
     )

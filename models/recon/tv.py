@@ -9,8 +9,12 @@ The problem, for every operator family,
 is normalised by :math:`\|A\|` so that one :math:`\lambda` scale fits every
 family (CT line integrals are ~100x larger than pixel values). With
 :math:`\tilde A = A/\|A\|`, :math:`\tilde y = y/\|A\|` and
-:math:`K = [\tilde A; \nabla]`, :math:`\|K\|^2 \le 1 + 8`, so steps
-:math:`\tau = \sigma = 0.99/3` satisfy :math:`\tau\sigma\|K\|^2 < 1`.
+:math:`K = [\tilde A; \nabla]`, :math:`\|K\|^2 \le 1 + 8`, so steps :math:`\tau = 0.99 s/3`,
+:math:`\sigma = 0.99/(3 s)` satisfy :math:`\tau\sigma\|K\|^2 < 1` for any ratio
+:math:`s > 0`. The ratio balances the primal and dual scales: the dual variables
+are of the size of :math:`\lambda` and the noise, the image of its pixel values, so
+a small :math:`\lambda` wants a large :math:`s` (CT at 60 views: 16x fewer
+iterations at :math:`s = 16` than at 1; ``service.engine.step_ratio`` picks it).
 One PDHG iteration:
 
 .. math::
@@ -33,7 +37,7 @@ Example
 >>> state = tv_init(x, y)
 >>> for _ in range(20):
 ...     *state, delta = tv_block("denoising", *state, y, {}, torch.ones(1), torch.full((1,), 0.05),
-...                               torch.zeros(1))
+...                               torch.zeros(1), torch.ones(1))
 >>> bool(((state[0] - x) ** 2).mean() < ((y - x) ** 2).mean())
 True
 """
@@ -84,23 +88,28 @@ def tv_block(
     inv_norm: torch.Tensor,
     lam: torch.Tensor,
     lower: torch.Tensor,
+    ratio: torch.Tensor,
     iterations: int = BLOCK_ITERATIONS,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run ``iterations`` PDHG steps; returns ``x, xbar, p, q, delta`` (delta per sample)."""
+    """Run ``iterations`` PDHG steps with primal/dual step ratio ``ratio`` (per sample);
+    returns ``x, xbar, p, q, delta`` (delta per sample)."""
     scale_y = inv_norm.reshape(-1, *([1] * (y.dim() - 1)))
     scale_x = inv_norm.reshape(-1, 1, 1)
     lam4 = lam.reshape(-1, 1, 1, 1)
     lower3 = lower.reshape(-1, 1, 1)
+    tau = STEP * ratio.reshape(-1, 1, 1)
+    sigma_y = (STEP / ratio).reshape(-1, *([1] * (y.dim() - 1)))
+    sigma_p = (STEP / ratio).reshape(-1, 1, 1, 1)
     y_scaled = y * scale_y
     tiny = torch.finfo(x.dtype).tiny
     delta = x.new_zeros(x.shape[0])
     for _ in range(iterations):
-        q = (q + STEP * (forward(kernel, xbar, params) * scale_y - y_scaled)) / (1.0 + STEP)
-        p = p + STEP * gradient(xbar)
+        q = (q + sigma_y * (forward(kernel, xbar, params) * scale_y - y_scaled)) / (1.0 + sigma_y)
+        p = p + sigma_p * gradient(xbar)
         magnitude = torch.sqrt((p * p).sum(dim=1, keepdim=True))
         p = p / torch.clamp(magnitude / torch.clamp(lam4, min=tiny), min=1.0)
         step = adjoint(kernel, q, params) * scale_x + gradient_adjoint(p)
-        x_new = torch.maximum(x - STEP * step, lower3)
+        x_new = torch.maximum(x - tau * step, lower3)
         xbar = 2.0 * x_new - x
         change = torch.sqrt(((x_new - x) ** 2).sum(dim=(1, 2)))
         delta = change / torch.clamp(torch.sqrt((x_new**2).sum(dim=(1, 2))), min=tiny)

@@ -1,4 +1,4 @@
-"""``python -m models.train RECIPE [--steps N | --time-budget S] [--batch B] [--alpha A] [--export]``.
+"""``python -m models.train RECIPE [--steps N | --time-budget S] [--batch B] [--alpha A]``.
 
 Trains a recipe of ``models/train/recipes.py`` into ``runs/RECIPE/`` (log.jsonl,
 checkpoint.npz, weights.npz, summary.json), on CUDA when present. ``--time-budget``

@@ -37,6 +37,18 @@ def test_shipped_graph_matches_torch(kernel: str, role: str) -> None:
         assert float(np.abs(g - w).max()) <= 1e-4 * scale, f"{kernel}.{role}"
 
 
+@pytest.mark.parametrize(("kernel", "role"), GRAPHS)
+def test_shipped_graph_reads_every_state_input(kernel: str, role: str) -> None:
+    """A state input no node reads is a traced alias: the TV graphs once read ``xbar``
+    for ``x`` (and denoising ``y`` for both) because the example state shared one tensor.
+    (Operator parameters may go unread: a family's roles share one parameter set.)"""
+    import onnx
+
+    graph = onnx.load(str(ZOO / "graphs" / f"{kernel}.{role}.onnx")).graph
+    read = {name for node in graph.node for name in node.input}
+    assert [i.name for i in graph.input if i.name in _STATE and i.name not in read] == []
+
+
 def test_export_is_deterministic(tmp_path: Path) -> None:
     path = tmp_path / "inpainting.pinv.onnx"
     export_graph("pinv", "inpainting", path)

@@ -46,7 +46,7 @@ def test_tv_lowers_the_objective_below_the_start(kernel: str) -> None:
     one = torch.ones(1, dtype=torch.float64)
     for _ in range(20):
         *state, delta = tv_block(
-            kernel, *state, y, params, one / physics.compiled.norm, one * lam, 0 * one
+            kernel, *state, y, params, one / physics.compiled.norm, one * lam, 0 * one, one
         )
     assert _objective(physics, state[0], y, lam) < _objective(physics, x0, y, lam)
     assert float(state[0].min()) >= 0.0
@@ -61,7 +61,35 @@ def test_tv_denoises_a_piecewise_constant_image() -> None:
     state = tv_init(y, y)
     one = torch.ones(1, dtype=torch.float64)
     for _ in range(30):
-        *state, _ = tv_block("denoising", *state, y, {}, one, 0.15 * one, -1e30 * one)
+        *state, _ = tv_block("denoising", *state, y, {}, one, 0.15 * one, -1e30 * one, one)
     err_tv = float(((state[0] - x_true) ** 2).mean())
     err_noisy = float(((y - x_true) ** 2).mean())
     assert err_tv < err_noisy / 5
+
+
+def test_a_larger_step_ratio_converges_faster_on_ct() -> None:
+    """CT's normalised data term is small against the image: s = sqrt(τ/σ) = 16 gets
+    much closer to the TV minimiser than s = 1 in the same number of iterations."""
+    physics = Physics.from_json(
+        {"type": "ct", "shape": [32, 32], "angles": {"uniform": {"count": 20}}}, torch.float64
+    )
+    x_true = torch.zeros(1, 32, 32, dtype=torch.float64)
+    x_true[:, 10:22, 8:20] = 1.0
+    y = physics(x_true, sigma=0.01, generator=torch.Generator().manual_seed(0))
+    lam = 1e-3
+    params = physics.params(1, torch.float64)
+    x0 = torch.clamp(physics.A_dagger(y), min=0.0)
+    one = torch.ones(1, dtype=torch.float64)
+
+    def objective_after(iterations: int, ratio: float) -> float:
+        state = tv_init(x0, y)
+        for _ in range(iterations // 10):
+            *state, _ = tv_block(kernel="ct", x=state[0], xbar=state[1], p=state[2], q=state[3],
+                                 y=y, params=params, inv_norm=one / physics.compiled.norm,
+                                 lam=one * lam, lower=0 * one, ratio=one * ratio)
+        return _objective(physics, state[0], y, lam)
+
+    optimum = objective_after(3000, 16.0)
+    gap_fast = objective_after(100, 16.0) - optimum
+    gap_slow = objective_after(100, 1.0) - optimum
+    assert gap_fast < gap_slow / 5  # measured: 9x smaller
