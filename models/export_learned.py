@@ -80,10 +80,12 @@ def _card(
         if (run / "log.jsonl").exists()
         else []
     )
-    alpha = summary.get("alpha", recipe.alpha)  # a run may override the recipe's weight
+    # A run may override the recipe's EI weight and group (models.train --alpha/--transform).
+    alpha = summary.get("alpha", recipe.alpha)
+    group = summary.get("transform", recipe.transform)
     loss = {
-        "ei": f"measurement consistency + {alpha} x EI ({recipe.transform})",
-        "rei": f"SURE + {alpha} x EI ({recipe.transform})",
+        "ei": f"measurement consistency + {alpha} x EI ({group})",
+        "rei": f"SURE + {alpha} x EI ({group})",
         "sure": "SURE (Stein's unbiased risk estimate), no ground truth",
         "mc": "measurement consistency only, no ground truth (the baseline EI improves on)",
         "sup": "supervised mean squared error (uses ground truth)",

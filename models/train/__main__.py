@@ -16,6 +16,7 @@ import platform
 import time
 from pathlib import Path
 
+from models.losses.equivariant import TRANSFORMS
 from models.train.loop import train
 from models.train.recipes import RECIPES
 
@@ -48,6 +49,8 @@ def _command(args: argparse.Namespace, steps: int) -> str:
         words += ["--batch", str(args.batch)]
     if args.alpha is not None:
         words += ["--alpha", str(args.alpha)]
+    if args.transform is not None:
+        words += ["--transform", args.transform]
     if args.steps or args.time_budget:
         words += ["--steps", str(steps)]
     if args.seed:
@@ -71,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--alpha", type=float, help="override the recipe's EI weight (ei/rei losses)"
     )
+    parser.add_argument(
+        "--transform", choices=TRANSFORMS, help="override the recipe's EI group (ei/rei losses)"
+    )
     parser.add_argument("--workers", type=int, help="data workers (default: 2 on CUDA, 0 on CPU)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--runs", type=Path, default=RUNS)
@@ -85,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         recipe = dataclasses.replace(recipe, batch=args.batch)
     if args.alpha is not None:
         recipe = dataclasses.replace(recipe, alpha=args.alpha)
+    if args.transform is not None:
+        recipe = dataclasses.replace(recipe, transform=args.transform)
     out = args.runs / recipe.name
     began = time.perf_counter()
     summary = train(
@@ -100,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     summary["train_seconds"] = round(time.perf_counter() - began, 1)
     summary["batch"] = recipe.batch
     summary["alpha"] = recipe.alpha
+    summary["transform"] = recipe.transform
     summary["hardware"] = _hardware(summary["device"])
     summary["command"] = _command(args, summary["step"])
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
