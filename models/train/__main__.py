@@ -51,6 +51,8 @@ def _command(args: argparse.Namespace, steps: int) -> str:
         words += ["--alpha", str(args.alpha)]
     if args.transform is not None:
         words += ["--transform", args.transform]
+    if args.resume:
+        words += ["--resume"]
     if args.steps or args.time_budget:
         words += ["--steps", str(steps)]
     if args.seed:
