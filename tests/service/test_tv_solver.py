@@ -50,3 +50,33 @@ def test_ct_tv_converges_within_the_default_iteration_budget(engine: Engine) -> 
     (_, capped), (_, converged) = solve(300, 0.0), solve(1500, 0.0)
     assert abs(capped - converged) < 0.5
     assert solve(300, 1e-4)[0] < 300  # the default tolerance ends it before the cap
+
+
+def test_a_batch_over_the_chunk_budget_gives_the_same_images(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large operators run in chunks (memory); the answer must not depend on it."""
+    op = compile_operator(CT(type="ct", shape=(32, 32),
+                             angles=UniformAngles(uniform=UniformAnglesSpec(count=12))))
+    params = {k: np.repeat(v[None], 3, 0) for k, v in op.params.items()}
+    truth = np.random.default_rng(1).random((3, 32, 32), dtype=np.float32)
+    y = engine.forward("ct", truth, params)
+    norms = np.full(3, op.norm, np.float32)
+    options = [ReconOptions(sigma=s, max_iter=40, tol=t)
+               for s, t in ((0.01, 0.0), (0.05, 1e-2), (0.1, 0.0))]
+    whole = engine.reconstruct("tv", "ct", y, params, norms, options)
+    per_sample = sum(v[:1].nbytes for v in params.values())
+    monkeypatch.setattr("service.engine.CHUNK_BYTES", per_sample)  # one sample a call
+    batches: list[int] = []
+    run = engine._run
+
+    def counted(rel: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        batches.append(len(feeds["y"]))
+        return run(rel, feeds)
+
+    monkeypatch.setattr(engine, "_run", counted)
+    chunked = engine.reconstruct("tv", "ct", y, params, norms, options)
+    assert set(batches) == {1}
+    np.testing.assert_allclose(chunked.x, whole.x, atol=1e-6)
+    np.testing.assert_array_equal(chunked.iterations, whole.iterations)
+    np.testing.assert_array_equal(chunked.lam, whole.lam)
