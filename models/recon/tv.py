@@ -98,8 +98,9 @@ def tv_block(
     lam4 = lam.reshape(-1, 1, 1, 1)
     lower3 = lower.reshape(-1, 1, 1)
     tau = STEP * ratio.reshape(-1, 1, 1)
-    sigma_y = (STEP / ratio).reshape(-1, *([1] * (y.dim() - 1)))
-    sigma_p = (STEP / ratio).reshape(-1, 1, 1, 1)
+    dual_step = STEP / ratio
+    sigma_y = dual_step.reshape(-1, *([1] * (y.dim() - 1)))
+    sigma_p = dual_step.reshape(-1, 1, 1, 1)
     y_scaled = y * scale_y
     tiny = torch.finfo(x.dtype).tiny
     delta = x.new_zeros(x.shape[0])

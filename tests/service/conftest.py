@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from service.config import Settings
+from service.engine import Engine
 from service.main import create_app
+from service.zoo import Zoo
 from tests.service.fakes import FakeEngine, FakeZoo
 from tests.service.live import LiveServer
 
@@ -24,6 +26,12 @@ def live() -> Iterator[LiveServer]:
         pytest.fail(f"no model zoo at {ZOO}: build it first (python -m models.export)")
     with LiveServer(create_app(Settings(model_dir=ZOO, device="cpu"))) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def real_engine() -> Engine:
+    """The shipped zoo's Engine on CPU, called in-process."""
+    return Engine(Zoo.load(ZOO), "cpu")
 
 
 @pytest.fixture(scope="session")
