@@ -108,7 +108,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "mri-ei",
             loss="ei",
-            transform="rot90",
+            transform="D4",
             **_MRI_ARGS,
             description="Single-coil MRI, 4x Cartesian: unrolled CNN trained by MC + EI (D4)",
         ),
@@ -128,7 +128,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "inpainting-ei",
             loss="ei",
-            transform="shift_rot90",
+            transform="shifts+D4",
             steps=1000,
             **_INPAINT_ARGS,
             description="Inpainting, 50% pixels: unrolled CNN trained by MC + EI (shifts, D4)",

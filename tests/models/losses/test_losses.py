@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from models.losses import ei_loss, mc_loss, sure_loss
+from models.losses import ei_loss, mc_loss, random_transform, sure_loss
 from models.physics.operators import Physics
 
 
@@ -46,3 +46,49 @@ def test_ei_is_blind_to_an_invariant_group_and_sees_a_non_invariant_one() -> Non
     odd = ei_loss(x1, physics, physics.A_dagger, lambda v: torch.roll(v, (1, 0), (-2, -1)))
     assert float(even) < 1e-20
     assert float(odd) > 1e-4
+
+
+def _elements(group: str, x: torch.Tensor, draws: int = 200) -> set[bytes]:
+    gen = torch.Generator().manual_seed(0)
+    return {random_transform(group, gen, tuple(x.shape[-2:]))(x).numpy().tobytes()
+            for _ in range(draws)}
+
+
+def test_each_group_draws_exactly_its_non_identity_elements() -> None:
+    """The training groups are the service's score groups (service/equivariance.py)."""
+    x = torch.arange(16.0).reshape(1, 4, 4)
+    rotations = {torch.rot90(x, k, (-2, -1)).numpy().tobytes() for k in (1, 2, 3)}
+    mirrors = {torch.flip(torch.rot90(x, k, (-2, -1)), (-1,)).numpy().tobytes()
+               for k in range(4)}
+    flips = {x.flip(-1).numpy().tobytes(), x.flip(-2).numpy().tobytes(),
+             torch.rot90(x, 2, (-2, -1)).numpy().tobytes()}
+    assert _elements("rot90", x) == rotations
+    assert _elements("flips", x) == flips
+    assert _elements("D4", x) == rotations | mirrors
+    shifts = _elements("shifts", x, 400)
+    assert shifts == {torch.roll(x, (dy, dx), (-2, -1)).numpy().tobytes()
+                      for dy in (1, 2, 3) for dx in range(4)}
+    assert _elements("shifts+D4", x, 800) == shifts | rotations | mirrors
+
+
+def test_flips_teach_mri_with_column_masks_next_to_nothing_and_quarter_turns_do() -> None:
+    """Why mri-ei uses D4: a real image's k-space is Hermitian, so a column mask already
+    sees its mirror; a quarter turn makes the columns rows."""
+    physics = Physics.from_json(
+        {"type": "mri", "shape": [32, 32],
+         "mask": {"cartesian": {"acceleration": 4, "center_fraction": 0.08, "seed": 0}}},
+        torch.float64,
+    )
+    x = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x1 = physics.A_dagger(physics.A(x))
+
+    def ei(k: int, flip: bool) -> float:
+        def turn(v: torch.Tensor) -> torch.Tensor:
+            out = torch.rot90(v, k, (-2, -1))
+            return out.flip(-1) if flip else out
+
+        return float(ei_loss(x1, physics, physics.A_dagger, turn))
+
+    mirrors = max(ei(0, True), ei(2, True), ei(2, False))
+    quarter_turns = min(ei(1, False), ei(3, False), ei(1, True), ei(3, True))
+    assert quarter_turns > 20 * mirrors

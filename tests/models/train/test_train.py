@@ -50,7 +50,7 @@ def _ei_on_fixed_batch(net: torch.nn.Module) -> float:
             return net(v, params, inv_norm)
 
         x1 = recon(physics.A(x))
-        return float(ei_loss(x1, physics, recon, random_transform("shift", gen, (32, 32))))
+        return float(ei_loss(x1, physics, recon, random_transform("shifts", gen, (32, 32))))
 
 
 def test_tiny_ei_training_lowers_the_ei_loss_and_exports(tmp_path: Path) -> None:
