@@ -48,6 +48,8 @@ def evaluate_family(family: str, count: int = 16, zoo_dir: Path = ZOO) -> dict[s
         raise SystemExit(f"no recipe for family {family!r}")
     zoo = Zoo.load(zoo_dir)
     learned = [r.name for r in recipes if r.name in zoo.cards]
+    # D4-averaged exports of these (models.export_learned --average) are validated beside them.
+    learned += sorted(n for n, c in zoo.cards.items() if c.raw.get("averaged_from") in learned)
     models = ["pinv", "tv", *learned]
     engine = Engine(zoo, "auto")
     recipe = recipes[0]

@@ -6,7 +6,12 @@ like the operator graphs, so another mask or angle set of the same count is
 just another input. The card carries the recipe, the training log summary
 and (after ``python -m models.evaluate``) validation metrics.
 
-    python -m models.export_learned RECIPE [--run runs/RECIPE]
+``--average`` exports the network averaged over :math:`D_4`
+(:class:`models.nets.unrolled.GroupAveraged`, the Reynolds operator) as a
+second model ``RECIPE-avg``: exactly equivariant to a rotation or flip of the
+scene together with its operator, at eight passes per image.
+
+    python -m models.export_learned RECIPE [--run runs/RECIPE] [--zoo models/zoo] [--average]
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ from typing import Any
 import torch
 
 from models.export import ZOO, export_module, write_manifest
+from models.nets.unrolled import GroupAveraged
 from models.train.loop import build_network, load_weights, operator_spec, physics_for
 from models.train.recipes import RECIPES, Recipe
 
-__all__ = ["LearnedGraph", "export_learned"]
+__all__ = ["AVERAGED_SUFFIX", "LearnedGraph", "export_learned"]
+
+#: Model id suffix of a group-averaged export (``--average``).
+AVERAGED_SUFFIX = "-avg"
 
 
 class LearnedGraph(torch.nn.Module):
@@ -48,20 +57,34 @@ def learned_inputs(recipe: Recipe, batch: int = 2) -> tuple[list[str], list[torc
     return ["y", *names, "inv_norm"], [physics.A(x), *(params[n] for n in names), inv_norm]
 
 
-def export_learned(recipe: Recipe, run: Path, zoo: Path = ZOO) -> Path:
-    """Write ``graphs/learned/NAME.onnx`` and ``cards/NAME.json``; refresh the manifest."""
-    name = recipe.name
+def export_learned(recipe: Recipe, run: Path, zoo: Path = ZOO, average: bool = False) -> Path:
+    """Write ``graphs/learned/NAME.onnx`` and ``cards/NAME.json``; refresh the manifest.
+
+    ``average``: export the :math:`D_4`-averaged network as ``NAME-avg`` instead.
+    """
+    name = recipe.name + (AVERAGED_SUFFIX if average else "")
     physics = physics_for(operator_spec(recipe, recipe.operator["shape"][0], 0))
     net = build_network(recipe, physics.kernel)
     load_weights(net, run / "weights.npz")
     net.eval()
     names, tensors = learned_inputs(recipe)
     rel = f"graphs/learned/{name}.onnx"
-    module = LearnedGraph(net, names[1:-1])
+    module = LearnedGraph(GroupAveraged(net) if average else net, names[1:-1])
     export_module(module, physics.kernel, names, tensors, ["x"], zoo / rel)
     card_path = zoo / "cards" / f"{name}.json"
     old = json.loads(card_path.read_text()) if card_path.exists() else {}
     card = _card(recipe, physics.kernel, rel, run, net, old)
+    if average:
+        card |= {
+            "id": name,
+            "title": f"{card['title']}, averaged over D4",
+            "description": f"{recipe.description}; averaged over the 8 rotations and flips "
+            "of D4 with the operator turned along (Reynolds operator): exactly equivariant, "
+            "8 passes per image",
+            "group": "D4 (Reynolds average over the scene and its operator, exact)",
+            "averaged_from": recipe.name,
+        }
+        card["network"]["architecture"] += ", D4-averaged (8 passes)"
     card_path.parent.mkdir(parents=True, exist_ok=True)
     card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     write_manifest(zoo)
@@ -128,12 +151,18 @@ def _card(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m models.export_learned", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("recipe", choices=sorted(RECIPES))
-    parser.add_argument("--run", type=Path)
+    parser.add_argument("--run", type=Path, help="the training run (default runs/RECIPE)")
+    parser.add_argument("--zoo", type=Path, default=ZOO, help="the zoo to write into")
+    parser.add_argument(
+        "--average", action="store_true", help="export the D4-averaged network as RECIPE-avg"
+    )
     args = parser.parse_args(argv)
     run = args.run or Path(__file__).resolve().parents[1] / "runs" / args.recipe
-    print(export_learned(RECIPES[args.recipe], run))
+    print(export_learned(RECIPES[args.recipe], run, args.zoo, average=args.average))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
     equirecon models
     equirecon simulate --operator JSON|@file --image x.npy|x.png --out y.npy [--noise-sigma 0.01]
     equirecon submit --model tv --operator JSON|@file --measurements y.npy --out x.npy
+    equirecon train RECIPE [...]       = python -m models.train (build extra: torch)
+    equirecon export RECIPE [...]      = python -m models.export_learned (build extra: torch)
 """
 
 from __future__ import annotations
@@ -159,6 +161,27 @@ def _submit(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Build-time commands (models/, torch): their own argument parsers take the rest.
+_BUILD_COMMANDS = {
+    "train": ("models.train.__main__", "train a recipe into runs/ (python -m models.train)"),
+    "export": ("models.export_learned", "export a trained recipe's graph and card to the zoo"),
+}
+
+
+def _build_command(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module_name = _BUILD_COMMANDS[name][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:  # the runtime install has no torch
+        print(f"equirecon {name} needs the build extra ({exc.name} is missing): "
+              "pip install -e '.[build]'", file=sys.stderr)
+        return 2
+    module.main(argv)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="equirecon", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -210,6 +233,8 @@ def _parser() -> argparse.ArgumentParser:
     for p in (simulate, submit):
         p.add_argument("--noise-sigma", type=float)
         p.add_argument("--noise-seed", type=int, default=0)
+    for name, (_, help) in _BUILD_COMMANDS.items():  # listed here, run by _build_command
+        sub.add_parser(name, help=help, add_help=False)
     return parser
 
 
@@ -217,6 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``equirecon``; returns the exit status."""
     from service.client import EquiReconError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _BUILD_COMMANDS:
+        return _build_command(argv[0], argv[1:])
     args = _parser().parse_args(argv)
     try:
         status: int = args.run(args)

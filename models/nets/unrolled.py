@@ -16,6 +16,22 @@ its family and exports to a single ONNX graph ``(y, params, inv_norm) -> x``
 solver, which is what lets a small network train in minutes on a CPU
 (../shared/DATA.md, second probe).
 
+:class:`GroupAveraged` is the export option that makes any trained network
+exactly equivariant to :math:`D_4` by averaging over the group (the Reynolds
+operator), at the price of :math:`|G| = 8` passes:
+
+.. math::
+    f_G(y; A) = \frac{1}{|G|} \sum_{g} T_g^{-1} f\big(y; A T_g^{-1}\big).
+
+``y`` is also a measurement of :math:`T_g x` through :math:`A T_g^{-1}`, so each
+term reconstructs the rotated or flipped image and turns it back. Only the
+operator is wrapped (:math:`(A T_g^{-1})^\dagger = T_g A^\dagger`, as
+:math:`T_g` permutes pixels), so it works for every family without touching its
+parameters. Substituting :math:`g \to g h` shows
+:math:`f_G(y; A T_h^{-1}) = T_h f_G(y; A)`: measuring a rotated scene with the
+rotated operator (for inpainting, the mask; for denoising, nothing) returns
+the rotated reconstruction, up to float error.
+
 Example
 -------
 >>> import torch
@@ -30,14 +46,21 @@ torch.Size([2, 16, 16])
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
+from models.nets.blocks import D4_INVERSE, d4_transforms
 from models.physics.functional import adjoint, forward, pinv
 
-__all__ = ["Unrolled"]
+__all__ = ["GroupAveraged", "Unrolled"]
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 class Unrolled(nn.Module):
@@ -51,13 +74,36 @@ class Unrolled(nn.Module):
         self.steps = nn.Parameter(torch.full((len(blocks),), step))
 
     def forward(
-        self, y: torch.Tensor, params: dict[str, torch.Tensor], inv_norm: torch.Tensor
+        self,
+        y: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        inv_norm: torch.Tensor,
+        frame: tuple[Transform, Transform] = (_identity, _identity),
     ) -> torch.Tensor:
+        """Reconstruct from ``y``; with ``frame = (T, T⁻¹)`` the operator is ``A T⁻¹``
+        and the result is the reconstruction of ``T x`` (:class:`GroupAveraged`)."""
+        to_frame, from_frame = frame
         scale_x = inv_norm.reshape(-1, 1, 1)
         scale_y = inv_norm.reshape(-1, *([1] * (y.dim() - 1)))
-        x = pinv(self.kernel, y, params)
+        x = to_frame(pinv(self.kernel, y, params))
         for k, block in enumerate(self.blocks):
-            residual = (forward(self.kernel, x, params) - y) * scale_y
-            x = x - self.steps[k] * adjoint(self.kernel, residual, params) * scale_x
+            residual = (forward(self.kernel, from_frame(x), params) - y) * scale_y
+            x = x - self.steps[k] * to_frame(adjoint(self.kernel, residual, params)) * scale_x
             x = block(x)
         return x
+
+
+class GroupAveraged(nn.Module):
+    """``net`` averaged over :math:`D_4` (the Reynolds operator): exactly equivariant."""
+
+    def __init__(self, net: Unrolled) -> None:
+        super().__init__()
+        self.net = net
+        transforms = d4_transforms()
+        self.frames = [(t, transforms[D4_INVERSE[g]]) for g, t in enumerate(transforms)]
+
+    def forward(
+        self, y: torch.Tensor, params: dict[str, torch.Tensor], inv_norm: torch.Tensor
+    ) -> torch.Tensor:
+        passes = [back(self.net(y, params, inv_norm, (to, back))) for to, back in self.frames]
+        return torch.stack(passes).mean(dim=0)

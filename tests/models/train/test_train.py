@@ -12,6 +12,7 @@ import torch
 
 from models.export_learned import export_learned, learned_inputs
 from models.losses import ei_loss, random_transform
+from models.nets.unrolled import GroupAveraged
 from models.train.loop import build_network, load_weights, operator_spec, physics_for, train
 from models.train.recipes import RECIPES
 from service.zoo import Zoo
@@ -84,3 +85,21 @@ def test_tiny_ei_training_lowers_the_ei_loss_and_exports(tmp_path: Path) -> None
     card = Zoo.load(zoo).cards["tiny-inpainting-ei"]
     assert card.kind == "learned" and card.families == ["inpainting"]
     assert card.raw["training"]["ground_truth_used"] is False
+
+    # The D4-averaged export: a second model, exactly equivariant in onnxruntime.
+    path = export_learned(TINY, run, zoo, average=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    y, mask, inv_norm = (t.numpy() for t in tensors)
+    got = session.run(None, {"y": y, "mask": mask, "inv_norm": inv_norm})[0]
+    with torch.no_grad():
+        want = GroupAveraged(final)(tensors[0], {"mask": tensors[1]}, tensors[-1])
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+    turned = session.run(
+        None, {"y": np.rot90(y, 1, (1, 2)).copy(), "mask": np.rot90(mask, 1, (1, 2)).copy(),
+               "inv_norm": inv_norm},
+    )[0]
+    error = np.linalg.norm(turned - np.rot90(got, 1, (1, 2))) / np.linalg.norm(got)
+    assert error < 1e-5
+    cards = Zoo.load(zoo).cards
+    assert set(cards) == {"tiny-inpainting-ei", "tiny-inpainting-ei-avg"}
+    assert cards["tiny-inpainting-ei-avg"].raw["averaged_from"] == "tiny-inpainting-ei"

@@ -1,0 +1,44 @@
+"""``equirecon train`` and ``equirecon export``: the build-time commands behind the CLI."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from service.zoo import Zoo
+
+
+def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> None:
+    runs, zoo = tmp_path / "runs", tmp_path / "zoo"
+    argv = ["inpainting-ei", "--device", "cpu", "--batch", "2", "--steps", "2"]
+    assert main(["train", *argv, "--runs", str(runs)]) == 0
+    summary = json.loads((runs / "inpainting-ei" / "summary.json").read_text())
+    assert summary["step"] == 2
+    assert summary["command"] == "python -m models.train " + " ".join(argv)
+    run = str(runs / "inpainting-ei")
+    assert main(["export", "inpainting-ei", "--run", run, "--zoo", str(zoo)]) == 0
+    assert main(["export", "inpainting-ei", "--run", run, "--zoo", str(zoo), "--average"]) == 0
+    cards = Zoo.load(zoo).cards
+    assert set(cards) == {"inpainting-ei", "inpainting-ei-avg"}
+    assert cards["inpainting-ei"].raw["training"]["steps"] == 2
+
+
+def test_an_unknown_recipe_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["train", "no-such-recipe"])
+    assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_without_the_build_extra_the_command_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_torch(name: str) -> None:
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setattr(importlib, "import_module", no_torch)
+    assert main(["export", "ct-ei"]) == 2
+    assert "pip install -e '.[build]'" in capsys.readouterr().err
