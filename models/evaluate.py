@@ -9,6 +9,12 @@ learned card, a figure ``figures/FAMILY.png`` (ground truth, pinv, TV, the
 learned models, and their error maps) and refreshes the manifest.
 
     python -m models.evaluate FAMILY [--count 16]
+    python -m models.evaluate FAMILY --objective [--count 8]
+
+``--objective`` prints, for each learned model of the family, the training
+objective of its EI recipe on validation measurements (measurement consistency
++ α EI over the recipe's group, no ground truth) beside its PSNR: it tells a
+model that EI training could reach from one whose objective is simply lower.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from pydantic import TypeAdapter
 from skimage.metrics import structural_similarity
 
 from models.export import ZOO, write_manifest
-from models.train.loop import operator_spec
+from models.train.loop import operator_spec, physics_for
 from models.train.recipes import RECIPES, SIZE
 from service import equivariance as eq
 from service.engine import Engine, ReconOptions
@@ -33,7 +39,7 @@ from service.operators.spec import Operator
 from service.worker import Task, run_batch
 from service.zoo import Zoo
 
-__all__ = ["evaluate_family"]
+__all__ = ["ei_objective", "evaluate_family"]
 
 
 def _psnr(x: np.ndarray, ref: np.ndarray) -> float:
@@ -107,6 +113,61 @@ def evaluate_family(family: str, count: int = 16, zoo_dir: Path = ZOO) -> dict[s
     return metrics
 
 
+def ei_objective(
+    family: str, count: int = 8, draws: int = 16, zoo_dir: Path = ZOO
+) -> dict[str, dict[str, float]]:
+    """PSNR, MC, EI and MC + α EI (the family's EI recipe) of each learned model of the
+    zoo, through the service's worker, on ``count`` validation images; ``"truth"`` is
+    the ground truth's own MC (the noise floor)."""
+    import torch
+
+    from models.data.sources import make_source
+    from models.losses import mc_loss, random_transform
+
+    recipe = RECIPES.get(f"{family}-ei")
+    if recipe is None or recipe.transform is None:
+        raise SystemExit(f"no EI recipe for family {family!r}")
+    zoo = Zoo.load(zoo_dir)
+    models = [r.name for r in RECIPES.values() if r.family == family and r.name in zoo.cards]
+    engine = Engine(zoo, "auto")
+    spec = operator_spec(recipe, SIZE, 0)
+    op = compile_operator(TypeAdapter(Operator).validate_python(spec))
+    physics = physics_for(spec)
+    sigma = recipe.sigma[1] / 2 if isinstance(recipe.sigma, tuple) else recipe.sigma
+    source = make_source(recipe.data, SIZE, "val")
+    truth = np.stack([np.asarray(source[i], np.float32) for i in range(min(count, len(source)))])
+    params = {k: np.repeat(v[None], len(truth), axis=0) for k, v in op.params.items()}
+    clean = engine.forward(op.kernel, truth, params)
+    noise = np.random.default_rng(0).standard_normal(clean.shape).astype(np.float32)
+    y = clean + sigma * noise
+
+    def reconstruct(model: str, measurements: np.ndarray) -> np.ndarray:
+        tasks = [Task(model, op, m, ReconOptions(sigma=sigma), None, ()) for m in measurements]
+        return np.stack([o.image for o in run_batch(engine, tasks)])
+
+    def mc(x: np.ndarray) -> float:
+        return float(mc_loss(torch.from_numpy(x), torch.from_numpy(y), physics))
+
+    nan = float("nan")  # the truth has no reconstructor, so no EI
+    rows = {"truth": {"psnr_db": float("inf"), "mc": mc(truth), "ei": nan, "objective": nan}}
+    for model in models:
+        x1 = reconstruct(model, y)
+        gen = torch.Generator().manual_seed(0)
+        ei = []
+        for _ in range(draws):
+            x2 = random_transform(recipe.transform, gen, (SIZE, SIZE))(torch.from_numpy(x1))
+            x2_np = x2.numpy()
+            x3 = reconstruct(model, engine.forward(op.kernel, x2_np, params))
+            ei.append(float(np.mean((x3 - x2_np) ** 2)))
+        rows[model] = {
+            "psnr_db": float(np.mean([_psnr(a, b) for a, b in zip(x1, truth, strict=True)])),
+            "mc": mc(x1),
+            "ei": float(np.mean(ei)),
+            "objective": mc(x1) + recipe.alpha * float(np.mean(ei)),
+        }
+    return rows
+
+
 def _figure(images: dict[str, np.ndarray], order: list[str], path: Path) -> None:
     """Top row: the images; bottom row: |error| x 4 (ground truth column left blank)."""
     truth = images["ground truth"]
@@ -147,13 +208,24 @@ def markdown_table(zoo_dir: Path = ZOO) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("family", nargs="?", choices=sorted({r.family for r in RECIPES.values()}))
-    parser.add_argument("--count", type=int, default=16)
+    parser.add_argument("--count", type=int, help="validation images (16; 8 with --objective)")
     parser.add_argument("--table", action="store_true", help="print the README table and exit")
+    parser.add_argument(
+        "--objective",
+        action="store_true",
+        help="print each model's EI training objective (MC + alpha EI) beside its PSNR",
+    )
     args = parser.parse_args(argv)
     if args.table or args.family is None:
         print(markdown_table())
         return
-    print(json.dumps(evaluate_family(args.family, args.count), indent=2))
+    if args.objective:
+        print("| model | PSNR dB | MC | EI | MC + alpha EI |\n|---|---|---|---|---|")
+        for model, r in ei_objective(args.family, args.count or 8).items():
+            print(f"| {model} | {r['psnr_db']:.2f} | {r['mc']:.3e} | {r['ei']:.3e} "
+                  f"| {r['objective']:.3e} |")
+        return
+    print(json.dumps(evaluate_family(args.family, args.count or 16), indent=2))
 
 
 if __name__ == "__main__":

@@ -69,3 +69,18 @@ def test_p4m_denoiser_is_d4_equivariant() -> None:
 
             err = np.linalg.norm(f(t(y)) - t(out)) / np.linalg.norm(out - y)
             assert err < 1e-4, (k, flip, err)
+
+
+def test_ei_objective_of_the_shipped_models() -> None:
+    """``models.evaluate --objective``: the truth sits at the noise floor (σ² n / ‖A‖_F² for
+    a half mask: 2σ²), and MC-only training, blind to the null space, has the largest EI."""
+    from models.evaluate import ei_objective
+
+    rows = ei_objective("inpainting", count=2, draws=2)
+    assert set(rows) == {"truth", "inpainting-ei", "inpainting-mc", "inpainting-sup"}
+    assert rows["truth"]["mc"] == pytest.approx(2 * 0.01**2, rel=0.15)
+    assert max(rows, key=lambda m: rows[m]["ei"] if m != "truth" else -1) == "inpainting-mc"
+    for model in ("inpainting-ei", "inpainting-mc", "inpainting-sup"):
+        r = rows[model]
+        assert r["objective"] == pytest.approx(r["mc"] + r["ei"])  # α = 1
+        assert 0 < r["psnr_db"] < 60
