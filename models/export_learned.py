@@ -112,7 +112,7 @@ def _card(
         "sure": "SURE (Stein's unbiased risk estimate), no ground truth",
         "mc": "measurement consistency only, no ground truth (the baseline EI improves on)",
         "sup": "supervised mean squared error (uses ground truth)",
-    }[recipe.loss]
+    }[summary.get("loss_kind", recipe.loss)]
     return {
         "id": name,
         "kind": "learned",

@@ -51,6 +51,8 @@ def _command(args: argparse.Namespace, steps: int) -> str:
         words += ["--alpha", str(args.alpha)]
     if args.transform is not None:
         words += ["--transform", args.transform]
+    if args.loss is not None:
+        words += ["--loss", args.loss]
     if args.resume:
         words += ["--resume"]
     if args.steps or args.time_budget:
@@ -79,6 +81,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--transform", choices=TRANSFORMS, help="override the recipe's EI group (ei/rei losses)"
     )
+    parser.add_argument(
+        "--loss",
+        choices=["ei", "rei"],
+        help="override an EI recipe's data term: ei = MC + alpha EI, rei = SURE + alpha EI",
+    )
     parser.add_argument("--workers", type=int, help="data workers (default: 2 on CUDA, 0 on CPU)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--runs", type=Path, default=RUNS)
@@ -95,6 +102,10 @@ def main(argv: list[str] | None = None) -> None:
         recipe = dataclasses.replace(recipe, alpha=args.alpha)
     if args.transform is not None:
         recipe = dataclasses.replace(recipe, transform=args.transform)
+    if args.loss is not None:
+        if recipe.loss not in ("ei", "rei"):
+            parser.error(f"--loss applies to EI recipes; {recipe.name} trains by {recipe.loss}")
+        recipe = dataclasses.replace(recipe, loss=args.loss)
     out = args.runs / recipe.name
     began = time.perf_counter()
     summary = train(
@@ -111,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     summary["batch"] = recipe.batch
     summary["alpha"] = recipe.alpha
     summary["transform"] = recipe.transform
+    summary["loss_kind"] = recipe.loss
     summary["hardware"] = _hardware(summary["device"])
     summary["command"] = _command(args, summary["step"])
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -14,7 +14,7 @@ from service.zoo import Zoo
 
 def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> None:
     runs, zoo = tmp_path / "runs", tmp_path / "zoo"
-    argv = ["inpainting-ei", "--device", "cpu", "--batch", "2", "--steps", "2"]
+    argv = ["inpainting-ei", "--device", "cpu", "--batch", "2", "--loss", "rei", "--steps", "2"]
     assert main(["train", *argv, "--runs", str(runs)]) == 0
     summary = json.loads((runs / "inpainting-ei" / "summary.json").read_text())
     assert summary["step"] == 2
@@ -24,13 +24,21 @@ def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> No
     assert main(["export", "inpainting-ei", "--run", run, "--zoo", str(zoo), "--average"]) == 0
     cards = Zoo.load(zoo).cards
     assert set(cards) == {"inpainting-ei", "inpainting-ei-avg"}
-    assert cards["inpainting-ei"].raw["training"]["steps"] == 2
+    training = cards["inpainting-ei"].raw["training"]
+    assert training["steps"] == 2
+    assert training["loss"] == "SURE + 1.0 x EI (shifts+D4)"  # the --loss override
 
 
 def test_an_unknown_recipe_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["train", "no-such-recipe"])
     assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_the_loss_override_is_for_ei_recipes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["train", "ct-sup", "--loss", "rei"])
+    assert info.value.code == 2 and "applies to EI recipes" in capsys.readouterr().err
 
 
 def test_without_the_build_extra_the_command_says_what_to_install(
