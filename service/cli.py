@@ -36,13 +36,21 @@ def _operator(text: str) -> dict[str, Any]:
     return value
 
 
-def _load_image(path: Path) -> np.ndarray:
-    if path.suffix.lower() == ".png":
-        from PIL import Image
+class InputFileError(Exception):
+    """An input file the command cannot read (missing, empty, not .npy/.png, pickled)."""
 
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    return np.asarray(np.load(path, allow_pickle=False))
+
+def _load_array(path: Path) -> np.ndarray:
+    """A ``.png`` as grey values in [0, 1], else a ``.npy`` array (never a pickle)."""
+    try:
+        if path.suffix.lower() == ".png":
+            from PIL import Image
+
+            with Image.open(path) as image:
+                return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+        return np.asarray(np.load(path, allow_pickle=False))
+    except (OSError, ValueError, EOFError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise InputFileError(f"cannot read {path}: {exc or type(exc).__name__}") from exc
 
 
 def _noise(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -131,7 +139,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from service.client import EquiReconClient
 
     with EquiReconClient(args.url, args.timeout) as client:
-        image = _load_image(args.image).astype(np.float32)
+        image = _load_array(args.image).astype(np.float32)
         y = client.simulate(args.operator, image, _noise(args))
     np.save(args.out, y, allow_pickle=False)
     print(f"wrote {args.out}: {y.dtype} {list(y.shape)}")
@@ -144,7 +152,7 @@ def _submit(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.group is not None or args.transforms is not None:
         options["equivariance"] = {"group": args.group, "transforms": args.transforms}
-    y = np.load(args.measurements, allow_pickle=False)
+    y = _load_array(args.measurements)
     with EquiReconClient(args.url, args.timeout) as client:
         result = client.reconstruct(
             args.model, args.operator, y, noise=_noise(args), options=options or None
@@ -248,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         status: int = args.run(args)
+    except InputFileError as exc:
+        print(f"equirecon: {exc}", file=sys.stderr)
+        return 2
     except EquiReconError as exc:
         print(f"equirecon: {exc}", file=sys.stderr)
         for error in exc.problem.get("errors") or []:

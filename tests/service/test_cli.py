@@ -81,3 +81,19 @@ def test_bad_operator_json_is_a_usage_error(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit) as info:
         main(["simulate", "--operator", "{nope", "--image", "x.npy", "--out", "y.npy"])
     assert info.value.code == 2 and "not valid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"", b"not an array", b"\x93NUMPY garbage"])
+def test_an_unreadable_measurements_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    bad = tmp_path / "y.npy"
+    bad.write_bytes(content)
+    operator = '{"type": "denoising", "shape": [8, 8]}'
+    status = main(["submit", "--model", "tv", "--operator", operator,
+                   "--measurements", str(bad), "--out", str(tmp_path / "x.npy")])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"equirecon: cannot read {bad}") and "Traceback" not in err
+    assert not (tmp_path / "x.npy").exists()
+
