@@ -159,11 +159,12 @@ def ei_objective(
             x2_np = x2.numpy()
             x3 = reconstruct(model, engine.forward(op.kernel, x2_np, params))
             ei.append(float(np.mean((x3 - x2_np) ** 2)))
+        data, equivariance = mc(x1), float(np.mean(ei))
         rows[model] = {
             "psnr_db": float(np.mean([_psnr(a, b) for a, b in zip(x1, truth, strict=True)])),
-            "mc": mc(x1),
-            "ei": float(np.mean(ei)),
-            "objective": mc(x1) + recipe.alpha * float(np.mean(ei)),
+            "mc": data,
+            "ei": equivariance,
+            "objective": data + recipe.alpha * equivariance,
         }
     return rows
 
