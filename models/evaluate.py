@@ -30,7 +30,7 @@ from pydantic import TypeAdapter
 from skimage.metrics import structural_similarity
 
 from models.export import ZOO, write_manifest
-from models.train.loop import operator_spec, physics_for
+from models.train.loop import operator_spec, physics_for, validation_sigma
 from models.train.recipes import RECIPES, SIZE
 from service import equivariance as eq
 from service.engine import Engine, ReconOptions
@@ -61,7 +61,7 @@ def evaluate_family(family: str, count: int = 16, zoo_dir: Path = ZOO) -> dict[s
     recipe = recipes[0]
     spec = TypeAdapter(Operator).validate_python(operator_spec(recipe, SIZE, 0))
     op = compile_operator(spec)
-    sigma = recipe.sigma[1] / 2 if isinstance(recipe.sigma, tuple) else recipe.sigma
+    sigma = validation_sigma(recipe)
     group = eq.default_group(op.family, op.image_shape)
     transforms = tuple(eq.select(group, op.image_shape, None))
     source = make_source(recipe.data, SIZE, "val")
@@ -133,7 +133,7 @@ def ei_objective(
     spec = operator_spec(recipe, SIZE, 0)
     op = compile_operator(TypeAdapter(Operator).validate_python(spec))
     physics = physics_for(spec)
-    sigma = recipe.sigma[1] / 2 if isinstance(recipe.sigma, tuple) else recipe.sigma
+    sigma = validation_sigma(recipe)
     source = make_source(recipe.data, SIZE, "val")
     truth = np.stack([np.asarray(source[i], np.float32) for i in range(min(count, len(source)))])
     params = {k: np.repeat(v[None], len(truth), axis=0) for k, v in op.params.items()}

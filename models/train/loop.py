@@ -43,6 +43,7 @@ __all__ = [
     "select_device",
     "train",
     "validate",
+    "validation_sigma",
 ]
 
 VAL_IMAGES = 8
@@ -141,6 +142,11 @@ def _loss(
     return data + recipe.alpha * ei_loss(x1, physics, recon, transform)
 
 
+def validation_sigma(recipe: Recipe) -> float:
+    """The noise of validation: the recipe's sigma, or the middle of its training range."""
+    return recipe.sigma[1] / 2 if isinstance(recipe.sigma, tuple) else recipe.sigma
+
+
 def validate(recipe: Recipe, net: Unrolled, device: torch.device, count: int = VAL_IMAGES) -> float:
     """Mean PSNR on the first ``count`` validation images, fixed operator and noise."""
     from models.data.sources import make_source
@@ -148,7 +154,7 @@ def validate(recipe: Recipe, net: Unrolled, device: torch.device, count: int = V
     size = recipe.operator["shape"][0]
     source = make_source(recipe.data, size, "val")
     physics = physics_for(operator_spec(recipe, size, 0), device)
-    sigma = recipe.sigma[1] / 2 if isinstance(recipe.sigma, tuple) else recipe.sigma
+    sigma = validation_sigma(recipe)
     gen = torch.Generator().manual_seed(1234)
     values = []
     with torch.no_grad():
