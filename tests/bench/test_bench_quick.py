@@ -205,3 +205,18 @@ def test_prometheus_samples_match_labels_in_any_order() -> None:
     assert batching._metric(text, "x_sum", batching._POST) == 3.5
     assert batching._metric(text, "x_count", batching._POST) == 7.0
     assert batching._metric(text, "missing") == 0.0
+
+
+def test_rotation_fidelity(tmp_path: Path) -> None:
+    """Training-side figures (not in run_all): the three-shear rotation keeps the images
+    that bilinear interpolation blurs, and the PSF phantoms are nearly rotation-invariant."""
+    from bench import rotation_fidelity
+
+    r = rotation_fidelity.main(["--quick", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "rotation_fidelity.json").read_text()) == r
+    rows = r["psnr_db"]
+    assert set(rows) == {"ellipses, point-sampled", "ellipses, PSF 0.6 px", "brain slices"}
+    for row in rows.values():
+        assert row["shears"] > row["bilinear"] + 5
+    psf, sampled = rows["ellipses, PSF 0.6 px"], rows["ellipses, point-sampled"]
+    assert psf["shears_turned"] > sampled["shears_turned"] + 10
