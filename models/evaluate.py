@@ -30,6 +30,7 @@ from pydantic import TypeAdapter
 from skimage.metrics import structural_similarity
 
 from models.export import ZOO, write_manifest
+from models.losses.equivariant import TRANSFORMS
 from models.train.loop import operator_spec, physics_for, validation_sigma
 from models.train.recipes import RECIPES, SIZE
 from service import equivariance as eq
@@ -114,11 +115,16 @@ def evaluate_family(family: str, count: int = 16, zoo_dir: Path = ZOO) -> dict[s
 
 
 def ei_objective(
-    family: str, count: int = 8, draws: int = 16, zoo_dir: Path = ZOO
+    family: str,
+    count: int = 8,
+    draws: int = 16,
+    zoo_dir: Path = ZOO,
+    transform: str | None = None,
 ) -> dict[str, dict[str, float]]:
-    """PSNR, MC, EI and MC + α EI (the family's EI recipe) of each learned model of the
-    zoo, through the service's worker, on ``count`` validation images; ``"truth"`` is
-    the ground truth's own MC (the noise floor)."""
+    """PSNR, MC, EI and MC + α EI (the family's EI recipe; its group unless ``transform``
+    names another) of each learned model of the zoo, through the service's worker, on
+    ``count`` validation images; ``"truth"`` is the ground truth's own MC (the noise
+    floor)."""
     import torch
 
     from models.data.sources import make_source
@@ -127,6 +133,7 @@ def ei_objective(
     recipe = RECIPES.get(f"{family}-ei")
     if recipe is None or recipe.transform is None:
         raise SystemExit(f"no EI recipe for family {family!r}")
+    group = transform or recipe.transform
     zoo = Zoo.load(zoo_dir)
     models = [r.name for r in RECIPES.values() if r.family == family and r.name in zoo.cards]
     engine = Engine(zoo, "auto")
@@ -155,7 +162,7 @@ def ei_objective(
         gen = torch.Generator().manual_seed(0)
         ei = []
         for _ in range(draws):
-            x2 = random_transform(recipe.transform, gen, (SIZE, SIZE))(torch.from_numpy(x1))
+            x2 = random_transform(group, gen, (SIZE, SIZE))(torch.from_numpy(x1))
             x2_np = x2.numpy()
             x3 = reconstruct(model, engine.forward(op.kernel, x2_np, params))
             ei.append(float(np.mean((x3 - x2_np) ** 2)))
@@ -216,13 +223,17 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="print each model's EI training objective (MC + alpha EI) beside its PSNR",
     )
+    parser.add_argument(
+        "--transform", choices=TRANSFORMS, help="with --objective: another EI group"
+    )
     args = parser.parse_args(argv)
     if args.table or args.family is None:
         print(markdown_table())
         return
     if args.objective:
         print("| model | PSNR dB | MC | EI | MC + alpha EI |\n|---|---|---|---|---|")
-        for model, r in ei_objective(args.family, args.count or 8).items():
+        rows = ei_objective(args.family, args.count or 8, transform=args.transform)
+        for model, r in rows.items():
             print(f"| {model} | {r['psnr_db']:.2f} | {r['mc']:.3e} | {r['ei']:.3e} "
                   f"| {r['objective']:.3e} |")
         return

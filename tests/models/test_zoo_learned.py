@@ -84,3 +84,18 @@ def test_ei_objective_of_the_shipped_models() -> None:
         r = rows[model]
         assert r["objective"] == pytest.approx(r["mc"] + r["ei"])  # α = 1
         assert 0 < r["psnr_db"] < 60
+
+
+def test_ei_objective_ranks_the_ct_networks_by_their_error() -> None:
+    """On the PSF phantoms with exact rotations, the EI objective (no ground truth) orders
+    CT's networks as their PSNR does: supervised, then EI, then MC-only; another group
+    can be asked for."""
+    from models.evaluate import ei_objective
+
+    rows = ei_objective("ct", count=2, draws=2)
+    order = sorted(("ct-ei", "ct-mc", "ct-sup"), key=lambda m: rows[m]["objective"])
+    assert order == sorted(("ct-ei", "ct-mc", "ct-sup"), key=lambda m: -rows[m]["psnr_db"])
+    assert order == ["ct-sup", "ct-ei", "ct-mc"]
+    d4 = ei_objective("ct", count=2, draws=2, transform="D4")
+    assert d4["ct-ei"]["mc"] == pytest.approx(rows["ct-ei"]["mc"])
+    assert d4["ct-ei"]["ei"] != pytest.approx(rows["ct-ei"]["ei"], rel=1e-3)
