@@ -53,6 +53,8 @@ def _command(args: argparse.Namespace, steps: int) -> str:
         words += ["--transform", args.transform]
     if args.loss is not None:
         words += ["--loss", args.loss]
+    if args.lr is not None:
+        words += ["--lr", str(args.lr)]
     if args.resume:
         words += ["--resume"]
     if args.steps or args.time_budget:
@@ -86,6 +88,12 @@ def main(argv: list[str] | None = None) -> None:
         choices=["ei", "rei"],
         help="override an EI recipe's data term: ei = MC + alpha EI, rei = SURE + alpha EI",
     )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help="override the recipe's peak learning rate (a --resume continues the cosine "
+        "schedule of --steps from its step, at this scale)",
+    )
     parser.add_argument("--workers", type=int, help="data workers (default: 2 on CUDA, 0 on CPU)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--runs", type=Path, default=RUNS)
@@ -100,6 +108,10 @@ def main(argv: list[str] | None = None) -> None:
         recipe = dataclasses.replace(recipe, batch=args.batch)
     if args.alpha is not None:
         recipe = dataclasses.replace(recipe, alpha=args.alpha)
+    if args.lr is not None:
+        if args.lr <= 0:
+            parser.error("--lr must be positive")
+        recipe = dataclasses.replace(recipe, lr=args.lr)
     if args.transform is not None:
         recipe = dataclasses.replace(recipe, transform=args.transform)
     if args.loss is not None:

@@ -8,16 +8,21 @@ from pathlib import Path
 
 import pytest
 
+from models.train.loop import learning_rate_factor
+from models.train.recipes import RECIPES
 from service.cli import main
 from service.zoo import Zoo
 
 
 def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> None:
     runs, zoo = tmp_path / "runs", tmp_path / "zoo"
-    argv = ["inpainting-ei", "--device", "cpu", "--batch", "2", "--loss", "rei", "--steps", "2"]
+    argv = ["inpainting-ei", "--device", "cpu", "--batch", "2", "--loss", "rei", "--lr", "0.001",
+            "--steps", "2"]
     assert main(["train", *argv, "--runs", str(runs)]) == 0
     summary = json.loads((runs / "inpainting-ei" / "summary.json").read_text())
     assert summary["step"] == 2
+    warmup = RECIPES["inpainting-ei"].warmup
+    assert summary["lr"] == pytest.approx(0.001 * learning_rate_factor(2, warmup, 2))  # --lr
     assert summary["command"] == "python -m models.train " + " ".join(argv)
     run = str(runs / "inpainting-ei")
     assert main(["export", "inpainting-ei", "--run", run, "--zoo", str(zoo)]) == 0
@@ -33,6 +38,12 @@ def test_an_unknown_recipe_is_a_usage_error(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit) as info:
         main(["train", "no-such-recipe"])
     assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_the_learning_rate_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "ct-sup", "--lr", "0"])
+    assert "--lr must be positive" in capsys.readouterr().err
 
 
 def test_the_loss_override_is_for_ei_recipes(capsys: pytest.CaptureFixture[str]) -> None:
