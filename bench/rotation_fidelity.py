@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import fmt, md_table, results_dir, write_results
+from bench.problems import psnr
 from models.data.sources import PHANTOM_PSF_PX, ellipse_phantom, make_source
 from models.losses.equivariant import rotation
 
@@ -42,11 +43,6 @@ def bilinear(angle: float) -> Callable[[torch.Tensor], torch.Tensor]:
         return F.grid_sample(x[:, None], grid, mode="bilinear", align_corners=False)[:, 0]
 
     return apply
-
-
-def _psnr(x: torch.Tensor | np.ndarray, ref: torch.Tensor | np.ndarray) -> float:
-    mse = float(np.mean((np.asarray(x, np.float64) - np.asarray(ref, np.float64)) ** 2))
-    return 10 * math.log10(1.0 / max(mse, 1e-30))
 
 
 def measure(images: int) -> dict[str, Any]:
@@ -71,11 +67,11 @@ def measure(images: int) -> dict[str, Any]:
         for x, phantom in items:
             for angle in ANGLES:
                 for label, turn in (("bilinear", bilinear), ("shears", rotation)):
-                    result[label].append(_psnr(turn(-angle)(turn(angle)(x)), x))
+                    result[label].append(psnr(turn(-angle)(turn(angle)(x)).numpy(), x.numpy()))
                     if phantom is not None:
                         seed, psf = phantom
                         turned = ellipse_phantom(SIZE, seed, angle, psf=psf)
-                        result[f"{label}_turned"].append(_psnr(turn(angle)(x)[0], turned))
+                        result[f"{label}_turned"].append(psnr(turn(angle)(x)[0].numpy(), turned))
         rows[name] = {k: round(float(np.mean(v)), 2) for k, v in result.items() if v}
     return {"images": images, "angles": list(ANGLES), "size": SIZE, "psnr_db": rows}
 
