@@ -121,14 +121,16 @@ def ei_objective(
     zoo_dir: Path = ZOO,
     transform: str | None = None,
 ) -> dict[str, dict[str, float]]:
-    """PSNR, MC, EI and MC + α EI (the family's EI recipe; its group unless ``transform``
-    names another) of each learned model of the zoo, through the service's worker, on
-    ``count`` validation images; ``"truth"`` is the ground truth's own MC (the noise
-    floor)."""
+    """The training objective of the family's EI recipe, term by term, for each learned
+    model of the zoo, through the service's worker, on ``count`` validation measurements:
+    PSNR, MC, SURE, EI (the recipe's group unless ``transform`` names another), MOI (the
+    multi-operator term over ``draws`` fresh masks, for families that vary one; NaN
+    otherwise) and the recipe's own sum. ``"truth"`` is the ground truth's own MC (the
+    noise floor)."""
     import torch
 
     from models.data.sources import make_source
-    from models.losses import mc_loss, random_transform
+    from models.losses import mc_loss, random_transform, sure_loss
 
     recipe = RECIPES.get(f"{family}-ei")
     if recipe is None or recipe.transform is None:
@@ -137,42 +139,60 @@ def ei_objective(
     zoo = Zoo.load(zoo_dir)
     models = [r.name for r in RECIPES.values() if r.family == family and r.name in zoo.cards]
     engine = Engine(zoo, "auto")
-    spec = operator_spec(recipe, SIZE, 0)
-    op = compile_operator(TypeAdapter(Operator).validate_python(spec))
-    physics = physics_for(spec)
-    sigma = validation_sigma(recipe)
     source = make_source(recipe.data, SIZE, "val")
     truth = np.stack([np.asarray(source[i], np.float32) for i in range(min(count, len(source)))])
-    params = {k: np.repeat(v[None], len(truth), axis=0) for k, v in op.params.items()}
+    sigma = validation_sigma(recipe)
+
+    def operator(seed: int) -> tuple[Any, dict[str, np.ndarray]]:
+        spec = operator_spec(recipe, SIZE, seed)
+        op = compile_operator(TypeAdapter(Operator).validate_python(spec))
+        return op, {k: np.repeat(v[None], len(truth), axis=0) for k, v in op.params.items()}
+
+    op, params = operator(0)
+    physics = physics_for(operator_spec(recipe, SIZE, 0))
     clean = engine.forward(op.kernel, truth, params)
     noise = np.random.default_rng(0).standard_normal(clean.shape).astype(np.float32)
     y = clean + sigma * noise
+    # Seeds that training never draws (models.train.loop draws fresh ones from 2**30).
+    fresh = [operator(2**29 + d) for d in range(draws)] if recipe.vary else []
 
-    def reconstruct(model: str, measurements: np.ndarray) -> np.ndarray:
+    def reconstruct(model: str, measurements: np.ndarray, op: Any = op) -> np.ndarray:
         tasks = [Task(model, op, m, ReconOptions(sigma=sigma), None, ()) for m in measurements]
         return np.stack([o.image for o in run_batch(engine, tasks)])
 
     def mc(x: np.ndarray) -> float:
         return float(mc_loss(torch.from_numpy(x), torch.from_numpy(y), physics))
 
-    nan = float("nan")  # the truth has no reconstructor, so no EI
-    rows = {"truth": {"psnr_db": float("inf"), "mc": mc(truth), "ei": nan, "objective": nan}}
+    def sure(model: str, x: np.ndarray) -> float:
+        def recon(measurements: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(reconstruct(model, measurements.numpy()))
+
+        gen = torch.Generator().manual_seed(0)
+        x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
+        return float(sure_loss(x_t, y_t, physics, recon, sigma, generator=gen))
+
+    def comeback(model: str, target: np.ndarray, op: Any, params: dict[str, np.ndarray]) -> float:
+        """``mean((f(A target) - target)²)``: the EI and MOI terms."""
+        again = reconstruct(model, engine.forward(op.kernel, target, params), op)
+        return float(np.mean((again - target) ** 2))
+
+    nan = float("nan")  # the truth has no reconstructor, so no SURE, EI or MOI
+    rows = {
+        "truth": {"psnr_db": float("inf"), "mc": mc(truth), "sure": nan, "ei": nan,
+                  "moi": nan, "objective": nan}
+    }
     for model in models:
         x1 = reconstruct(model, y)
         gen = torch.Generator().manual_seed(0)
-        ei = []
-        for _ in range(draws):
-            x2 = random_transform(group, gen, (SIZE, SIZE))(torch.from_numpy(x1))
-            x2_np = x2.numpy()
-            x3 = reconstruct(model, engine.forward(op.kernel, x2_np, params))
-            ei.append(float(np.mean((x3 - x2_np) ** 2)))
-        data, equivariance = mc(x1), float(np.mean(ei))
-        rows[model] = {
-            "psnr_db": float(np.mean([_psnr(a, b) for a, b in zip(x1, truth, strict=True)])),
-            "mc": data,
-            "ei": equivariance,
-            "objective": data + recipe.alpha * equivariance,
-        }
+        turned = (random_transform(group, gen, (SIZE, SIZE))(torch.from_numpy(x1)).numpy()
+                  for _ in range(draws))
+        ei = float(np.mean([comeback(model, x2, op, params) for x2 in turned]))
+        moi = float(np.mean([comeback(model, x1, o, p) for o, p in fresh])) if fresh else nan
+        row = {"psnr_db": float(np.mean([_psnr(a, b) for a, b in zip(x1, truth, strict=True)])),
+               "mc": mc(x1), "sure": sure(model, x1), "ei": ei, "moi": moi}
+        data = row["sure"] if recipe.loss == "rei" else row["mc"]
+        row["objective"] = data + recipe.alpha * ei + (recipe.moi * moi if recipe.moi else 0.0)
+        rows[model] = row
     return rows
 
 
@@ -231,11 +251,14 @@ def main(argv: list[str] | None = None) -> None:
         print(markdown_table())
         return
     if args.objective:
-        print("| model | PSNR dB | MC | EI | MC + alpha EI |\n|---|---|---|---|---|")
+        recipe = RECIPES[f"{args.family}-ei"]
+        total = ("SURE" if recipe.loss == "rei" else "MC") + " + alpha EI"
+        total += f" + {recipe.moi} MOI" if recipe.moi else ""
+        print(f"| model | PSNR dB | MC | SURE | EI | MOI | {total} |\n" + "|---" * 7 + "|")
         rows = ei_objective(args.family, args.count or 8, transform=args.transform)
         for model, r in rows.items():
-            print(f"| {model} | {r['psnr_db']:.2f} | {r['mc']:.3e} | {r['ei']:.3e} "
-                  f"| {r['objective']:.3e} |")
+            terms = " | ".join(f"{r[k]:.3e}" for k in ("mc", "sure", "ei", "moi", "objective"))
+            print(f"| {model} | {r['psnr_db']:.2f} | {terms} |")
         return
     print(json.dumps(evaluate_family(args.family, args.count or 16), indent=2))
 

@@ -106,9 +106,11 @@ def _card(
     # A run may override the recipe's EI weight and group (models.train --alpha/--transform).
     alpha = summary.get("alpha", recipe.alpha)
     group = summary.get("transform", recipe.transform)
+    moi = summary.get("moi", recipe.moi)
+    multi = f" + {moi} x multi-operator (fresh masks)" if moi else ""
     loss = {
-        "ei": f"measurement consistency + {alpha} x EI ({group})",
-        "rei": f"SURE + {alpha} x EI ({group})",
+        "ei": f"measurement consistency + {alpha} x EI ({group}){multi}",
+        "rei": f"SURE + {alpha} x EI ({group}){multi}",
         "sure": "SURE (Stein's unbiased risk estimate), no ground truth",
         "mc": "measurement consistency only, no ground truth (the baseline EI improves on)",
         "sup": "supervised mean squared error (uses ground truth)",

@@ -32,6 +32,10 @@ Chosen per recipe (``models/train/recipes.py``):
 * Inpainting, random pixel masks: ``shifts+D4``: no transform leaves such a mask
   invariant, and shifts add many more elements than D4's seven.
 
+Where a recipe draws a fresh mask every step (MRI, inpainting), :func:`moi_loss`
+adds the multi-operator term: the group of the family's operators in place of a
+group of transforms (``recipe.moi`` weighs it).
+
 ``rotate`` turns by quarter turns (exact) and a rotation of at most 45° made of three
 shears, each a phase ramp in the Fourier domain (Unser, Thevenaz & Yaroslavsky 1995):
 unitary, and exact for band-limited images: there and back costs a CT phantom 63 dB,
@@ -59,7 +63,7 @@ import torch.nn.functional as F
 
 from models.physics.operators import Physics
 
-__all__ = ["TRANSFORMS", "ei_loss", "random_transform", "rotation"]
+__all__ = ["TRANSFORMS", "ei_loss", "moi_loss", "random_transform", "rotation"]
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 TRANSFORMS = ("rot90", "flips", "D4", "shifts", "shifts+D4", "rotate")
@@ -156,3 +160,14 @@ def ei_loss(
     x2 = transform(x_net)
     x3 = recon(physics.A(x2))
     return ((x3 - x2) ** 2).mean()
+
+
+def moi_loss(
+    x_net: torch.Tensor, fresh: Physics, recon: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """``‖f(A' x₁; A') - x₁‖²``: the multi-operator term (Tachella, Chen & Davies, NeurIPS
+    2022). ``A'`` is another operator of the family (another mask) and ``recon``
+    reconstructs its measurements. The images are the same whichever mask measures
+    them, so what one mask misses another teaches: the EI term with the group of
+    operators in place of the group of transforms."""
+    return ei_loss(x_net, fresh, recon, lambda x: x)

@@ -55,6 +55,8 @@ def _command(args: argparse.Namespace, steps: int) -> str:
         words += ["--loss", args.loss]
     if args.lr is not None:
         words += ["--lr", str(args.lr)]
+    if args.moi is not None:
+        words += ["--moi", str(args.moi)]
     if args.resume:
         words += ["--resume"]
     if args.steps or args.time_budget:
@@ -94,6 +96,13 @@ def main(argv: list[str] | None = None) -> None:
         help="override the recipe's peak learning rate (a --resume continues the cosine "
         "schedule of --steps from its step, at this scale)",
     )
+    parser.add_argument(
+        "--moi",
+        type=float,
+        metavar="WEIGHT",
+        help="override the weight of the multi-operator term (EI recipes that vary a mask "
+        "seed; 0 turns it off)",
+    )
     parser.add_argument("--workers", type=int, help="data workers (default: 2 on CUDA, 0 on CPU)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--runs", type=Path, default=RUNS)
@@ -114,6 +123,13 @@ def main(argv: list[str] | None = None) -> None:
         recipe = dataclasses.replace(recipe, lr=args.lr)
     if args.transform is not None:
         recipe = dataclasses.replace(recipe, transform=args.transform)
+    if args.moi is not None:
+        if recipe.loss not in ("ei", "rei") or not recipe.vary or args.moi < 0:
+            parser.error(
+                f"--moi is a weight >= 0 for EI recipes that vary their operator "
+                f"({recipe.name} trains by {recipe.loss}, varies {recipe.vary})"
+            )
+        recipe = dataclasses.replace(recipe, moi=args.moi)
     if args.loss is not None:
         if recipe.loss not in ("ei", "rei"):
             parser.error(f"--loss applies to EI recipes; {recipe.name} trains by {recipe.loss}")
@@ -134,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     summary["batch"] = recipe.batch
     summary["alpha"] = recipe.alpha
     summary["transform"] = recipe.transform
+    summary["moi"] = recipe.moi
     summary["loss_kind"] = recipe.loss
     summary["hardware"] = _hardware(summary["device"])
     summary["command"] = _command(args, summary["step"])

@@ -1,8 +1,9 @@
 """The training loop: recipe -> network weights, with logs and resumable checkpoints.
 
 Each step draws a batch of images from the recipe's training split, an
-operator (a fresh mask seed when the recipe varies one), simulates noisy
-measurements, and minimises the recipe's loss. Every ``epoch_steps`` steps it
+operator (a fresh mask seed when the recipe varies one; with ``recipe.moi`` a
+second one for the multi-operator term), simulates noisy measurements, and
+minimises the recipe's loss. Every ``epoch_steps`` steps it
 measures PSNR on the validation split (which training never sees), appends a
 JSON line to ``log.jsonl`` and writes ``checkpoint.npz`` (weights and Adam
 state as plain arrays: no pickle).
@@ -30,7 +31,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.losses import ei_loss, mc_loss, random_transform, supervised_loss, sure_loss
+from models.losses import (
+    ei_loss,
+    mc_loss,
+    moi_loss,
+    random_transform,
+    supervised_loss,
+    sure_loss,
+)
 from models.nets.unrolled import Unrolled
 from models.physics.operators import Physics
 from models.train.recipes import Recipe
@@ -107,6 +115,15 @@ def _sigma(recipe: Recipe, gen: torch.Generator) -> float:
     return recipe.sigma
 
 
+def _reconstructor(
+    net: Unrolled, physics: Physics, batch: int, device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``y -> net(y)`` for measurements of ``physics``."""
+    params = physics.params(batch)
+    inv_norm = torch.full((batch,), 1.0 / physics.compiled.norm, device=device)
+    return lambda y: net(y, params, inv_norm)
+
+
 def _loss(
     recipe: Recipe,
     net: Unrolled,
@@ -115,13 +132,11 @@ def _loss(
     sigma: float,
     gen: torch.Generator,
     device: torch.device,
+    fresh: Physics | None = None,
 ) -> torch.Tensor:
-    params = physics.params(x.shape[0])
-    inv_norm = torch.full((x.shape[0],), 1.0 / physics.compiled.norm, device=device)
-
-    def recon(y: torch.Tensor) -> torch.Tensor:
-        return net(y, params, inv_norm)
-
+    """The recipe's loss on one batch; ``fresh``, another operator of the family, is
+    the one of the multi-operator term (``recipe.moi``)."""
+    recon = _reconstructor(net, physics, x.shape[0], device)
     if recipe.loss == "sup":
         x = _augment(x, gen)
     y = _noisy(physics, x, sigma, gen)
@@ -139,7 +154,12 @@ def _loss(
     )
     assert recipe.transform is not None
     transform = random_transform(recipe.transform, gen, tuple(x.shape[-2:]))
-    return data + recipe.alpha * ei_loss(x1, physics, recon, transform)
+    loss = data + recipe.alpha * ei_loss(x1, physics, recon, transform)
+    if recipe.moi:
+        assert fresh is not None
+        fresh_recon = _reconstructor(net, fresh, x.shape[0], device)
+        loss = loss + recipe.moi * moi_loss(x1, fresh, fresh_recon)
+    return loss
 
 
 def validation_sigma(recipe: Recipe) -> float:
@@ -272,6 +292,8 @@ def train(
     count so that the run ends within the budget at the speed measured so far; the
     summary's ``step`` is then the ``--steps`` that reproduces the run.
     """
+    if recipe.moi and not recipe.vary:
+        raise ValueError(f"{recipe.name}: the multi-operator term needs a varied operator seed")
     torch.manual_seed(seed)
     dev = select_device(device)
     if dev.type == "cuda":
@@ -311,7 +333,13 @@ def train(
     while step < total:
         x = next(batches).to(dev, non_blocking=True)
         spec = operator_spec(recipe, recipe.crop, step if recipe.vary else None)
-        loss = _loss(recipe, net, physics_for(spec, dev), x, _sigma(recipe, gen), gen, dev)
+        physics = physics_for(spec, dev)
+        fresh = None
+        if recipe.moi:
+            # Seeds from 2**30 up never meet the step seeds of the measurements.
+            fresh_seed = 2**30 + int(torch.randint(2**30, (1,), generator=gen))
+            fresh = physics_for(operator_spec(recipe, recipe.crop, fresh_seed), dev)
+        loss = _loss(recipe, net, physics, x, _sigma(recipe, gen), gen, dev, fresh)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

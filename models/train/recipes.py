@@ -30,6 +30,9 @@ class Recipe:
     transform: str | None = None  # EI group (models.losses.equivariant)
     vary: str | None = None  # spec path of a seed redrawn every step, e.g. "mask.random.seed"
     alpha: float = 1.0
+    # Weight of the multi-operator term (models.losses.moi_loss): x̂ re-measured through a
+    # freshly drawn operator of the family (a new ``vary`` seed) must come back. 0: off.
+    moi: float = 0.0
     block: str = "cnn"  # "cnn" | "p4m"
     # 5 stages of 32-channel, 5-layer blocks: 142k weights, ~70 ms per CT image on 2 CPU
     # cores with onnxruntime, so the served score (8 passes) stays well under a second.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -73,13 +75,15 @@ def test_p4m_denoiser_is_d4_equivariant() -> None:
 
 def test_ei_objective_of_the_shipped_models() -> None:
     """``models.evaluate --objective``: the truth sits at the noise floor (σ² n / ‖A‖_F² for
-    a half mask: 2σ²), and MC-only training, blind to the null space, has the largest EI."""
+    a half mask: 2σ²), and MC-only training, blind to the null space, has the largest EI
+    and multi-operator terms."""
     from models.evaluate import ei_objective
 
     rows = ei_objective("inpainting", count=2, draws=2)
     assert set(rows) == {"truth", "inpainting-ei", "inpainting-mc", "inpainting-sup"}
     assert rows["truth"]["mc"] == pytest.approx(2 * 0.01**2, rel=0.15)
-    assert max(rows, key=lambda m: rows[m]["ei"] if m != "truth" else -1) == "inpainting-mc"
+    for term in ("ei", "moi"):
+        assert max(rows, key=lambda m: rows[m][term] if m != "truth" else -1) == "inpainting-mc"
     for model in ("inpainting-ei", "inpainting-mc", "inpainting-sup"):
         r = rows[model]
         assert r["objective"] == pytest.approx(r["mc"] + r["ei"])  # α = 1
@@ -96,6 +100,7 @@ def test_ei_objective_ranks_the_ct_networks_by_their_error() -> None:
     order = sorted(("ct-ei", "ct-mc", "ct-sup"), key=lambda m: rows[m]["objective"])
     assert order == sorted(("ct-ei", "ct-mc", "ct-sup"), key=lambda m: -rows[m]["psnr_db"])
     assert order == ["ct-sup", "ct-ei", "ct-mc"]
+    assert math.isnan(rows["ct-ei"]["moi"])  # one fixed view set: no other operator
     d4 = ei_objective("ct", count=2, draws=2, transform="D4")
     assert d4["ct-ei"]["mc"] == pytest.approx(rows["ct-ei"]["mc"])
     assert d4["ct-ei"]["ei"] != pytest.approx(rows["ct-ei"]["ei"], rel=1e-3)

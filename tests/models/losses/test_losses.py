@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from models.losses import ei_loss, mc_loss, random_transform, sure_loss
+from models.losses import ei_loss, mc_loss, moi_loss, random_transform, sure_loss
 from models.physics.operators import Physics
 
 
@@ -118,3 +118,19 @@ def test_rotate_turns_the_image_by_the_angle_about_the_ct_centre_without_blurrin
                          size // 2 + radius * math.cos(angle))
         assert float((turned - expected).abs().max()) < 1e-3, angle
         assert abs(float((turned**2).sum() / (x**2).sum()) - 1) < 1e-6
+
+
+def test_moi_sees_through_another_mask_what_the_measuring_mask_cannot() -> None:
+    """Zero-filling is consistent with its own mask, whatever the missing pixels; a fresh
+    mask re-measures pixels that were never seen, so the multi-operator term is not."""
+
+    def inpainting(seed: int) -> Physics:
+        spec = {"type": "inpainting", "shape": [32, 32], "mask": {"random": {"keep": 0.5,
+                                                                                "seed": seed}}}
+        return Physics.from_json(spec, torch.float64)
+
+    measuring, fresh = inpainting(0), inpainting(1)
+    x = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    zero_filled = measuring.A_dagger(measuring.A(x))
+    assert float(moi_loss(zero_filled, measuring, measuring.A_dagger)) < 1e-20
+    assert float(moi_loss(zero_filled, fresh, fresh.A_dagger)) > 0.05

@@ -17,7 +17,7 @@ from service.zoo import Zoo
 def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> None:
     runs, zoo = tmp_path / "runs", tmp_path / "zoo"
     argv = ["inpainting-ei", "--device", "cpu", "--batch", "2", "--loss", "rei", "--lr", "0.001",
-            "--steps", "2"]
+            "--moi", "0.5", "--steps", "2"]
     assert main(["train", *argv, "--runs", str(runs)]) == 0
     summary = json.loads((runs / "inpainting-ei" / "summary.json").read_text())
     assert summary["step"] == 2
@@ -31,7 +31,8 @@ def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> No
     assert set(cards) == {"inpainting-ei", "inpainting-ei-avg"}
     training = cards["inpainting-ei"].raw["training"]
     assert training["steps"] == 2
-    assert training["loss"] == "SURE + 1.0 x EI (shifts+D4)"  # the --loss override
+    # the --loss and --moi overrides
+    assert training["loss"] == "SURE + 1.0 x EI (shifts+D4) + 0.5 x multi-operator (fresh masks)"
 
 
 def test_an_unknown_recipe_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,6 +51,14 @@ def test_the_loss_override_is_for_ei_recipes(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit) as info:
         main(["train", "ct-sup", "--loss", "rei"])
     assert info.value.code == 2 and "applies to EI recipes" in capsys.readouterr().err
+
+
+def test_the_multi_operator_term_needs_a_recipe_that_varies_its_operator(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["train", "ct-ei", "--moi", "1"])  # CT serves one fixed view set
+    assert info.value.code == 2 and "vary their operator" in capsys.readouterr().err
 
 
 def test_without_the_build_extra_the_command_says_what_to_install(
