@@ -124,10 +124,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.transform is not None:
         recipe = dataclasses.replace(recipe, transform=args.transform)
     if args.moi is not None:
-        if recipe.loss not in ("ei", "rei") or not recipe.vary or args.moi < 0:
+        if args.moi < 0:
+            parser.error("--moi is a weight: >= 0")
+        if recipe.loss not in ("ei", "rei"):
+            parser.error(f"--moi applies to EI recipes; {recipe.name} trains by {recipe.loss}")
+        if not recipe.vary:
             parser.error(
-                f"--moi is a weight >= 0 for EI recipes that vary their operator "
-                f"({recipe.name} trains by {recipe.loss}, varies {recipe.vary})"
+                f"--moi needs a recipe that varies its operator; {recipe.name} trains on "
+                "one fixed operator, so there is no other mask to measure with"
             )
         recipe = dataclasses.replace(recipe, moi=args.moi)
     if args.loss is not None:

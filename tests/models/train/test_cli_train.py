@@ -58,7 +58,7 @@ def test_the_multi_operator_term_needs_a_recipe_that_varies_its_operator(
 ) -> None:
     with pytest.raises(SystemExit) as info:
         main(["train", "ct-ei", "--moi", "1"])  # CT serves one fixed view set
-    assert info.value.code == 2 and "vary their operator" in capsys.readouterr().err
+    assert info.value.code == 2 and "varies its operator" in capsys.readouterr().err
 
 
 def test_without_the_build_extra_the_command_says_what_to_install(
