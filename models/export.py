@@ -128,8 +128,10 @@ def export_module(
     tensors: list[torch.Tensor],
     outputs: list[str],
     path: Path,
+    optimize: bool = True,
 ) -> None:
-    """Export ``module(*tensors)`` with every axis dynamic (but (re, im)) to ``path``."""
+    """Export ``module(*tensors)`` with every axis dynamic (but (re, im)) to ``path``;
+    ``optimize``: run onnxscript's graph optimiser on it (see ``export_learned``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -141,6 +143,7 @@ def export_module(
             opset_version=OPSET,
             dynamo=True,
             verbose=False,
+            optimize=optimize,
         )
     assert program is not None
     model = program.model_proto

@@ -17,6 +17,7 @@ scene together with its operator, at eight passes per image.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,9 @@ def export_learned(recipe: Recipe, run: Path, zoo: Path = ZOO, average: bool = F
     ``average``: export the :math:`D_4`-averaged network as ``NAME-avg`` instead.
     """
     name = recipe.name + (AVERAGED_SUFFIX if average else "")
+    summary = _summary(run)
+    # A run may add or drop the final TV step (models.train --tv-weight).
+    recipe = dataclasses.replace(recipe, tv_weight=summary.get("tv_weight", recipe.tv_weight))
     physics = physics_for(operator_spec(recipe, recipe.operator["shape"][0], 0))
     net = build_network(recipe, physics.kernel)
     load_weights(net, run / "weights.npz")
@@ -70,10 +74,14 @@ def export_learned(recipe: Recipe, run: Path, zoo: Path = ZOO, average: bool = F
     names, tensors = learned_inputs(recipe)
     rel = f"graphs/learned/{name}.onnx"
     module = LearnedGraph(GroupAveraged(net) if average else net, names[1:-1])
-    export_module(module, physics.kernel, names, tensors, ["x"], zoo / rel)
+    # Without onnxscript's optimiser: onnxruntime optimises the graph itself when it loads
+    # it (inpainting network, 1 thread: 23.2 ms per image optimised, 23.4 not), and the
+    # optimiser takes minutes on the ~5000 nodes of the final TV step's 20 unrolled
+    # iterations (bench/README.md, "learned graphs").
+    export_module(module, physics.kernel, names, tensors, ["x"], zoo / rel, optimize=False)
     card_path = zoo / "cards" / f"{name}.json"
     old = json.loads(card_path.read_text()) if card_path.exists() else {}
-    card = _card(recipe, physics.kernel, rel, run, net, old)
+    card = _card(recipe, physics.kernel, rel, run, summary, net, old)
     if average:
         card |= {
             "id": name,
@@ -91,13 +99,28 @@ def export_learned(recipe: Recipe, run: Path, zoo: Path = ZOO, average: bool = F
     return zoo / rel
 
 
+def _tv_step(net: torch.nn.Module) -> str:
+    log_tv = getattr(net, "log_tv", None)
+    if log_tv is None:
+        return ""
+    return f", final TV proximal step (learned weight {float(log_tv.detach().exp()):.3g})"
+
+
+def _summary(run: Path) -> dict[str, Any]:
+    path = run / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _card(
-    recipe: Recipe, kernel: str, rel: str, run: Path, net: torch.nn.Module, old: dict[str, Any]
+    recipe: Recipe,
+    kernel: str,
+    rel: str,
+    run: Path,
+    summary: dict[str, Any],
+    net: torch.nn.Module,
+    old: dict[str, Any],
 ) -> dict[str, Any]:
     name = recipe.name
-    summary = (
-        json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
-    )
     log = (
         [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         if (run / "log.jsonl").exists()
@@ -108,6 +131,8 @@ def _card(
     group = summary.get("transform", recipe.transform)
     moi = summary.get("moi", recipe.moi)
     multi = f" + {moi} x multi-operator (fresh masks)" if moi else ""
+    if summary.get("ei_noise", recipe.ei_noise):
+        group = f"{group}, noisy re-measurement"
     loss = {
         "ei": f"measurement consistency + {alpha} x EI ({group}){multi}",
         "rei": f"SURE + {alpha} x EI ({group}){multi}",
@@ -125,7 +150,8 @@ def _card(
         "group": "D4 (p4m group convolutions, exact)" if recipe.block == "p4m" else None,
         "graphs": {kernel: rel},
         "network": {
-            "architecture": f"unrolled PGD, {recipe.stages} stages, {recipe.block} blocks",
+            "architecture": f"unrolled PGD, {recipe.stages} stages, {recipe.block} blocks"
+            + _tv_step(net),
             "parameters": sum(p.numel() for p in net.parameters()),
         },
         "training": {

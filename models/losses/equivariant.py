@@ -155,10 +155,17 @@ def ei_loss(
     physics: Physics,
     recon: Callable[[torch.Tensor], torch.Tensor],
     transform: Transform,
+    sigma: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """``‖f(A T x₁) - T x₁‖²`` averaged over pixels and batch."""
+    """``‖f(A T x₁ + ε) - T x₁‖²`` averaged over pixels and batch, ``ε ~ N(0, σ²)``.
+
+    ``σ = 0``: the noiseless re-measurement of the EI paper. ``σ`` = the data's noise:
+    robust EI's (Chen, Tachella & Davies, CVPR 2022; deepinv's ``EILoss`` default), which
+    asks the network to take the noise out of a measurement of its own (noise-free)
+    output, so it learns to denoise where the data term alone lets it copy the noise."""
     x2 = transform(x_net)
-    x3 = recon(physics.A(x2))
+    x3 = recon(physics(x2, sigma, generator))
     return ((x3 - x2) ** 2).mean()
 
 

@@ -121,7 +121,8 @@ class Physics:
 
     def noise(self, y: torch.Tensor, sigma: float, generator: torch.Generator | None = None):
         """Gaussian noise of std ``sigma`` on every real component."""
-        return y + sigma * torch.randn(y.shape, generator=generator, dtype=y.dtype)
+        # Drawn on the CPU (where the seeded generators live), then moved to ``y``.
+        return y + sigma * torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
 
     def __call__(self, x: torch.Tensor, sigma: float = 0.0, generator=None) -> torch.Tensor:
         y = self.A(x)

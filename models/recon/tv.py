@@ -49,10 +49,23 @@ import torch.nn.functional as F
 
 from models.physics.functional import adjoint, forward
 
-__all__ = ["BLOCK_ITERATIONS", "STEP", "gradient", "gradient_adjoint", "tv_block", "tv_init"]
+__all__ = [
+    "BLOCK_ITERATIONS",
+    "PROX_ITERATIONS",
+    "STEP",
+    "gradient",
+    "gradient_adjoint",
+    "tv_block",
+    "tv_init",
+    "tv_prox",
+]
 
 BLOCK_ITERATIONS = 10
 STEP = 0.99 / 3.0
+#: PDHG iterations of :func:`tv_prox`. Started at the noisy image, the denoising problem is
+#: within 0.02 dB of converged after 20 (step ratio 1, λ = 0.008, on the outputs of the
+#: inpainting networks: 36.29 dB at 10, 36.31 at 20, 36.30 at 300).
+PROX_ITERATIONS = 20
 
 
 def gradient(x: torch.Tensor) -> torch.Tensor:
@@ -103,11 +116,14 @@ def tv_block(
     sigma_p = dual_step.reshape(-1, 1, 1, 1)
     y_scaled = y * scale_y
     tiny = torch.finfo(x.dtype).tiny
+    eps2 = torch.finfo(x.dtype).eps ** 2
     delta = x.new_zeros(x.shape[0])
     for _ in range(iterations):
         q = (q + sigma_y * (forward(kernel, xbar, params) * scale_y - y_scaled)) / (1.0 + sigma_y)
         p = p + sigma_p * gradient(xbar)
-        magnitude = torch.sqrt((p * p).sum(dim=1, keepdim=True))
+        # ε² inside the root keeps the gradient finite where p = 0 (flat image regions),
+        # so tv_prox can be trained through; it moves |p| by at most ε = 1.2e-7 ≪ λ.
+        magnitude = torch.sqrt((p * p).sum(dim=1, keepdim=True) + eps2)
         p = p / torch.clamp(magnitude / torch.clamp(lam4, min=tiny), min=1.0)
         step = adjoint(kernel, q, params) * scale_x + gradient_adjoint(p)
         x_new = torch.maximum(x - tau * step, lower3)
@@ -116,3 +132,20 @@ def tv_block(
         delta = change / torch.clamp(torch.sqrt((x_new**2).sum(dim=(1, 2))), min=tiny)
         x = x_new
     return x, xbar, p, q, delta
+
+
+def tv_prox(z: torch.Tensor, lam: torch.Tensor, iterations: int = PROX_ITERATIONS) -> torch.Tensor:
+    r"""The proximal map of :math:`\lambda\,\mathrm{TV}` plus positivity, by PDHG from ``z``:
+
+    .. math::
+        \mathrm{prox}(z) = \arg\min_{x \ge 0} \tfrac12 \|x - z\|^2 + \lambda\,\mathrm{TV}(x),
+
+    the denoising case of :func:`tv_block` (``A = I``), a fixed number of iterations so
+    that it is differentiable in ``z`` and ``λ`` (a scalar tensor) and exports as plain
+    ONNX ops (the final step of :class:`models.nets.unrolled.Unrolled`)."""
+    batch = z.shape[0]
+    ones = z.new_ones(batch)
+    x, xbar, p, q = tv_init(z, z)
+    lams = lam.reshape(1).expand(batch)
+    x, *_ = tv_block("denoising", x, xbar, p, q, z, {}, ones, lams, 0 * ones, ones, iterations)
+    return x

@@ -57,6 +57,10 @@ def _command(args: argparse.Namespace, steps: int) -> str:
         words += ["--lr", str(args.lr)]
     if args.moi is not None:
         words += ["--moi", str(args.moi)]
+    if args.tv_weight is not None:
+        words += ["--tv-weight", str(args.tv_weight)]
+    if args.ei_noise:
+        words += ["--ei-noise"]
     if args.resume:
         words += ["--resume"]
     if args.steps or args.time_budget:
@@ -103,6 +107,18 @@ def main(argv: list[str] | None = None) -> None:
         help="override the weight of the multi-operator term (EI recipes that vary a mask "
         "seed; 0 turns it off)",
     )
+    parser.add_argument(
+        "--tv-weight",
+        type=float,
+        metavar="WEIGHT",
+        help="override the starting weight of the network's final learned TV step (0: none; "
+        "with --resume, a checkpoint without one starts it at WEIGHT)",
+    )
+    parser.add_argument(
+        "--ei-noise",
+        action="store_true",
+        help="re-measure T x̂ with the data's noise in the EI term (EI recipes)",
+    )
     parser.add_argument("--workers", type=int, help="data workers (default: 2 on CUDA, 0 on CPU)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--runs", type=Path, default=RUNS)
@@ -134,6 +150,14 @@ def main(argv: list[str] | None = None) -> None:
                 "one fixed operator, so there is no other mask to measure with"
             )
         recipe = dataclasses.replace(recipe, moi=args.moi)
+    if args.tv_weight is not None:
+        if args.tv_weight < 0:
+            parser.error("--tv-weight is a weight: >= 0")
+        recipe = dataclasses.replace(recipe, tv_weight=args.tv_weight)
+    if args.ei_noise:
+        if recipe.loss not in ("ei", "rei"):
+            parser.error(f"--ei-noise applies to EI recipes; {recipe.name} trains by {recipe.loss}")
+        recipe = dataclasses.replace(recipe, ei_noise=True)
     if args.loss is not None:
         if recipe.loss not in ("ei", "rei"):
             parser.error(f"--loss applies to EI recipes; {recipe.name} trains by {recipe.loss}")
@@ -155,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     summary["alpha"] = recipe.alpha
     summary["transform"] = recipe.transform
     summary["moi"] = recipe.moi
+    summary["tv_weight"] = recipe.tv_weight
+    summary["ei_noise"] = recipe.ei_noise
     summary["loss_kind"] = recipe.loss
     summary["hardware"] = _hardware(summary["device"])
     summary["command"] = _command(args, summary["step"])

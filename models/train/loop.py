@@ -69,7 +69,7 @@ def build_network(recipe: Recipe, kernel: str) -> Unrolled:
 
     block_type = {"cnn": CNNBlock, "p4m": P4MBlock}[recipe.block]
     blocks = [block_type(**recipe.block_args) for _ in range(recipe.stages)]
-    return Unrolled(kernel, blocks)
+    return Unrolled(kernel, blocks, tv_weight=recipe.tv_weight)
 
 
 def operator_spec(recipe: Recipe, size: int, seed: int | None) -> dict[str, Any]:
@@ -93,11 +93,6 @@ def _physics(spec_json: str, device: str) -> Physics:
 def physics_for(spec: dict[str, Any], device: torch.device | str = "cpu") -> Physics:
     """The compiled operator of ``spec`` with its parameters on ``device`` (cached)."""
     return _physics(json.dumps(spec, sort_keys=True), str(device))
-
-
-def _noisy(physics: Physics, x: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
-    y = physics.A(x)
-    return y + sigma * torch.randn(y.shape, generator=gen).to(y.device)
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -139,7 +134,7 @@ def _loss(
     recon = _reconstructor(net, physics, x.shape[0], device)
     if recipe.loss == "sup":
         x = _augment(x, gen)
-    y = _noisy(physics, x, sigma, gen)
+    y = physics(x, sigma, gen)
     x1 = recon(y)
     if recipe.loss == "sup":
         return supervised_loss(x1, x)
@@ -154,7 +149,8 @@ def _loss(
     )
     assert recipe.transform is not None
     transform = random_transform(recipe.transform, gen, tuple(x.shape[-2:]))
-    loss = data + recipe.alpha * ei_loss(x1, physics, recon, transform)
+    ei_sigma = sigma if recipe.ei_noise else 0.0
+    loss = data + recipe.alpha * ei_loss(x1, physics, recon, transform, ei_sigma, gen)
     if recipe.moi:
         assert fresh is not None
         fresh_recon = _reconstructor(net, fresh, x.shape[0], device)
@@ -180,7 +176,7 @@ def validate(recipe: Recipe, net: Unrolled, device: torch.device, count: int = V
     with torch.no_grad():
         for i in range(min(count, len(source))):
             x = torch.from_numpy(np.asarray(source[i], np.float32))[None].to(device)
-            y = _noisy(physics, x, sigma, gen)
+            y = physics(x, sigma, gen)
             params = physics.params(1)
             inv_norm = torch.full((1,), 1.0 / physics.compiled.norm, device=device)
             mse = float(((net(y, params, inv_norm) - x) ** 2).mean())
@@ -190,8 +186,10 @@ def validate(recipe: Recipe, net: Unrolled, device: torch.device, count: int = V
 
 def _save(path: Path, net: Unrolled, opt: torch.optim.Optimizer, step: int) -> None:
     arrays = {f"model/{k}": v.detach().cpu().numpy() for k, v in net.state_dict().items()}
-    for i, state in enumerate(opt.state.values()):
-        for k, v in state.items():
+    # Indexed in parameter order (not the optimiser's, which puts a parameter added on
+    # resume last): _load_optimizer reads them back by the same order.
+    for i, param in enumerate(net.parameters()):
+        for k, v in opt.state.get(param, {}).items():
             arrays[f"adam/{i}/{k}"] = np.asarray(
                 v.detach().cpu().numpy() if torch.is_tensor(v) else v
             )
@@ -201,21 +199,37 @@ def _save(path: Path, net: Unrolled, opt: torch.optim.Optimizer, step: int) -> N
     tmp.replace(path)
 
 
-def load_weights(net: Unrolled, path: Path) -> int:
-    """Load ``model/*`` arrays of a checkpoint into ``net``; returns the step."""
+#: Parameters a checkpoint may lack when resumed: they keep their initial value, so a run
+#: can add the final TV step (``--tv-weight``) to a network trained without it.
+ADDABLE = ("log_tv",)
+
+
+def load_weights(net: Unrolled, path: Path, log: Callable[[str], None] | None = None) -> int:
+    """Load ``model/*`` arrays of a checkpoint into ``net``; returns the step.
+
+    Exact, unless ``log`` is given (a resumed run): then parameters of :data:`ADDABLE`
+    that the checkpoint lacks start at their initial value, and ``log`` says so."""
     with np.load(path, allow_pickle=False) as data:
         state = {
             k.removeprefix("model/"): torch.from_numpy(data[k])
             for k in data.files
             if k.startswith("model/")
         }
-        net.load_state_dict(state)
-        return int(data["step"])
+        step = int(data["step"])
+    added = [k for k in ADDABLE if k in net.state_dict() and k not in state] if log else []
+    if added:
+        state |= {k: net.state_dict()[k] for k in added}
+        assert log is not None
+        log(f"{path.name} has no {', '.join(added)}: started at the initial value")
+    net.load_state_dict(state)
+    return step
 
 
 def _load_optimizer(opt: torch.optim.Optimizer, net: Unrolled, path: Path) -> None:
     with np.load(path, allow_pickle=False) as data:
-        for i, p in enumerate(net.parameters()):
+        # ``adam/i`` is the i-th parameter of the checkpoint's network: skip added ones.
+        saved = [p for n, p in net.named_parameters() if f"model/{n}" in data.files]
+        for i, p in enumerate(saved):
             if f"adam/{i}/exp_avg" in data.files:
                 opt.state[p] = {
                     k: torch.from_numpy(data[f"adam/{i}/{k}"]).to(p.device)
@@ -312,7 +326,7 @@ def train(
     start = 0
     checkpoint = out / "checkpoint.npz"
     if resume and checkpoint.exists():
-        start = load_weights(net, checkpoint)
+        start = load_weights(net, checkpoint, log)
         _load_optimizer(opt, net, checkpoint)
         log(f"resumed {recipe.name} at step {start}")
     _set_lr(opt, recipe, start, total)

@@ -220,3 +220,17 @@ def test_rotation_fidelity(tmp_path: Path) -> None:
         assert row["shears"] > row["bilinear"] + 5
     psf, sampled = rows["ellipses, PSF 0.6 px"], rows["ellipses, point-sampled"]
     assert psf["shears_turned"] > sampled["shears_turned"] + 10
+
+
+def test_learned_graph(tmp_path: Path) -> None:
+    """Training-side figures (not in run_all): the quick run measures the three exports the
+    project uses or compares (the optimised TV-step export only in the full run), and the
+    TV step's 20 unrolled iterations make the graph far larger than the network alone."""
+    from bench import learned_graph
+
+    r = learned_graph.main(["--quick", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "learned_graph.json").read_text()) == r
+    rows = {(row["tv_step"], row["optimised"]): row for row in r["rows"]}
+    assert set(rows) == {(False, True), (False, False), (True, False)}
+    assert rows[True, False]["nodes"] > 10 * rows[False, False]["nodes"]
+    assert all(row["batch1_ms"] > 0 and row["batch8_ms"] > 0 for row in rows.values())

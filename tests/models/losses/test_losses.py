@@ -50,6 +50,30 @@ def test_ei_is_blind_to_an_invariant_group_and_sees_a_non_invariant_one() -> Non
     assert float(odd) > 1e-4
 
 
+def test_noisy_re_measurement_charges_a_network_that_copies_the_noise() -> None:
+    """With ``σ`` the EI term measures ``T x̂`` with noise: a reconstructor that returns its
+    measurement (the identity on denoising) pays ``σ²``, noiselessly nothing; a smoother
+    pays less than the copy."""
+    physics = Physics.from_json({"type": "denoising", "shape": [64, 64]}, torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x1 = torch.full((4, 64, 64), 0.5, dtype=torch.float64)
+    sigma = 0.1
+
+    def copy(v: torch.Tensor) -> torch.Tensor:
+        return v
+
+    def smooth(v: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(v[:, None], 5, 1, 2, count_include_pad=False)[:, 0]
+
+    def turn(v: torch.Tensor) -> torch.Tensor:
+        return torch.rot90(v, 1, (-2, -1))
+
+    assert float(ei_loss(x1, physics, copy, turn)) == 0.0
+    noisy = float(ei_loss(x1, physics, copy, turn, sigma, gen))
+    assert abs(noisy - sigma**2) < 0.05 * sigma**2
+    assert float(ei_loss(x1, physics, smooth, turn, sigma, gen)) < noisy / 5
+
+
 def _elements(group: str, x: torch.Tensor, draws: int = 200) -> set[bytes]:
     gen = torch.Generator().manual_seed(0)
     return {random_transform(group, gen, tuple(x.shape[-2:]))(x).numpy().tobytes()

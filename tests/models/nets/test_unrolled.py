@@ -56,3 +56,20 @@ def test_identity_frame_is_the_plain_network_and_the_average_keeps_the_shape() -
     # The average of eight different passes is not any one of them.
     assert float((averaged - plain).abs().max()) > 1e-4
 
+
+
+def test_the_final_tv_step_is_learned_and_optional() -> None:
+    net, y, params, inv_norm = _problem("inpainting")
+    with_tv = Unrolled(net.kernel, net.blocks, tv_weight=0.05).double()
+    assert "log_tv" in dict(with_tv.named_parameters())
+    assert "log_tv" not in dict(net.named_parameters())
+    with torch.no_grad():
+        plain, smoothed = net(y, params, inv_norm), with_tv(y, params, inv_norm)
+    assert float(smoothed.min()) >= 0.0
+    # TV shrinks the total variation of the same blocks' output.
+    def tv(x: torch.Tensor) -> float:
+        return float(x.diff(dim=1).abs().sum() + x.diff(dim=2).abs().sum())
+
+    assert tv(smoothed) < tv(plain)
+    with pytest.raises(ValueError, match="tv_weight"):
+        Unrolled(net.kernel, net.blocks, tv_weight=-1.0)

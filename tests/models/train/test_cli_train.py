@@ -16,8 +16,10 @@ from service.zoo import Zoo
 
 def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> None:
     runs, zoo = tmp_path / "runs", tmp_path / "zoo"
+    # Without the TV step, whose 20 unrolled iterations (x8 averaged) take minutes to
+    # export: its export is tested on a tiny network (tests/models/train/test_train.py).
     argv = ["inpainting-ei", "--device", "cpu", "--batch", "2", "--loss", "rei", "--lr", "0.001",
-            "--moi", "0.5", "--steps", "2"]
+            "--moi", "0.5", "--tv-weight", "0.0", "--ei-noise", "--steps", "2"]
     assert main(["train", *argv, "--runs", str(runs)]) == 0
     summary = json.loads((runs / "inpainting-ei" / "summary.json").read_text())
     assert summary["step"] == 2
@@ -32,7 +34,8 @@ def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> No
     training = cards["inpainting-ei"].raw["training"]
     assert training["steps"] == 2
     # the --loss and --moi overrides
-    assert training["loss"] == "SURE + 1.0 x EI (shifts+D4) + 0.5 x multi-operator (fresh masks)"
+    assert training["loss"] == ("SURE + 1.0 x EI (shifts+D4, noisy re-measurement) + 0.5 x "
+                                "multi-operator (fresh masks)")
 
 
 def test_an_unknown_recipe_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -45,6 +48,27 @@ def test_the_learning_rate_must_be_positive(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         main(["train", "ct-sup", "--lr", "0"])
     assert "--lr must be positive" in capsys.readouterr().err
+
+
+def test_the_tv_weight_is_recorded_for_the_export_and_the_command(tmp_path: Path) -> None:
+    argv = ["inpainting-sup", "--device", "cpu", "--batch", "1", "--tv-weight", "0.02",
+            "--steps", "1"]
+    assert main(["train", *argv, "--runs", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "inpainting-sup" / "summary.json").read_text())
+    assert summary["tv_weight"] == 0.02  # export_learned builds the network from it
+    assert summary["command"] == "python -m models.train " + " ".join(argv)
+
+
+def test_noisy_re_measurement_is_for_ei_recipes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["train", "inpainting-sup", "--ei-noise"])
+    assert info.value.code == 2 and "--ei-noise applies to EI recipes" in capsys.readouterr().err
+
+
+def test_the_tv_weight_is_not_negative(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "inpainting-sup", "--tv-weight", "-0.1"])
+    assert "--tv-weight is a weight" in capsys.readouterr().err
 
 
 def test_the_loss_override_is_for_ei_recipes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -34,6 +34,7 @@ TINY = replace(
     lr=3e-3,
     warmup=4,
     constraints={},
+    tv_weight=0.0,  # the TV step has its own test below (its export is slower)
 )
 
 
@@ -127,3 +128,42 @@ def test_the_multi_operator_term_teaches_consistency_across_masks(tmp_path: Path
         load_weights(net, tmp_path / str(moi) / "weights.npz")
         values[moi] = _moi_on_fixed_batch(net)
     assert values[1.0] < values[0.0]
+
+
+def test_a_resumed_run_adds_the_final_tv_step_and_exports_it(tmp_path: Path) -> None:
+    run, zoo = tmp_path / "run", tmp_path / "zoo"
+    train(replace(TINY, steps=8), run, device="cpu", progress=False)
+    plain = build_network(TINY, "inpainting")
+    load_weights(plain, run / "checkpoint.npz")
+    messages: list[str] = []
+    with_tv = replace(TINY, steps=12, tv_weight=0.01)
+    train(with_tv, run, device="cpu", resume=True, progress=False, log=messages.append)
+    assert any("no log_tv" in m for m in messages)
+    # The Adam state of the new checkpoint follows the parameters: resuming it again works
+    # (the optimiser had put the added parameter last, the network has it first).
+    assert train(replace(with_tv, steps=14), run, device="cpu", resume=True,
+                 progress=False)["step"] == 14
+    net = build_network(with_tv, "inpainting")
+    load_weights(net, run / "weights.npz")
+    assert net.log_tv is not None and float(net.log_tv.detach().exp()) != 0.01  # trained
+    # A network without the step cannot take these weights silently.
+    try:
+        load_weights(plain, run / "weights.npz")
+    except RuntimeError as error:
+        assert "log_tv" in str(error)
+    else:
+        raise AssertionError("loaded a TV step into a network without one")
+
+    # The export builds the network the run trained, as its summary says (models.train
+    # writes tv_weight there), even where the recipe has no TV step.
+    (run / "summary.json").write_text(json.dumps({"tv_weight": 0.01}))
+    path = export_learned(TINY, run, zoo)
+    names, tensors = learned_inputs(with_tv)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {n: t.numpy() for n, t in zip(names, tensors, strict=True)})[0]
+    with torch.no_grad():
+        want = net(tensors[0], dict(zip(names[1:-1], tensors[1:-1], strict=True)), tensors[-1])
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+    assert float(want.min()) >= 0.0  # the step includes positivity
+    architecture = Zoo.load(zoo).cards["tiny-inpainting-ei"].raw["network"]["architecture"]
+    assert "final TV proximal step (learned weight" in architecture
