@@ -1,4 +1,4 @@
-"""What the final TV step costs a learned graph, and why its export skips onnxscript's optimiser.
+"""What the final TV step costs a learned graph, with and without onnxscript's optimiser.
 
 For the ``inpainting-ei`` network (untrained weights: the cost does not depend on
 them), with and without the final TV proximal step (``--tv-weight``,
@@ -6,7 +6,9 @@ them), with and without the final TV proximal step (``--tv-weight``,
 graph optimiser, this prints the export time, the node count, and the median
 onnxruntime latency of a 128x128 reconstruction (batch 1 and 8, one thread: the
 worker's per-request cost; the served score with D4 is the batch-8 figure).
-Training side (needs torch); not part of ``make bench``.
+``models.export_learned`` keeps the optimiser for these plain graphs and skips it for
+the D4-averaged ones (eight copies of the network). Training side (needs torch); not
+part of ``make bench``.
 
     python -m bench.learned_graph [--quick] [--out DIR]
 """
@@ -57,7 +59,7 @@ def measure(repeats: int, optimise_tv: bool) -> dict[str, Any]:
             feed = {n: t.numpy() for n, t in zip(names, tensors, strict=True)}
             for optimize in (True, False):
                 if optimize and tv_weight and not optimise_tv:
-                    continue  # minutes (the reason it is off); the full run measures it
+                    continue  # the slowest export (~20 s); the full run measures it
                 path = Path(tmp) / f"{tv_weight}-{optimize}.onnx"
                 began = time.perf_counter()
                 export_module(LearnedGraph(net, names[1:-1]), "inpainting", names, tensors,

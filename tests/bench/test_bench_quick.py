@@ -223,9 +223,9 @@ def test_rotation_fidelity(tmp_path: Path) -> None:
 
 
 def test_learned_graph(tmp_path: Path) -> None:
-    """Training-side figures (not in run_all): the quick run measures the three exports the
-    project uses or compares (the optimised TV-step export only in the full run), and the
-    TV step's 20 unrolled iterations make the graph far larger than the network alone."""
+    """Training-side figures (not in run_all): the quick run measures three of the four
+    exports (the optimised TV-step one only in the full run), and the TV step's 20
+    unrolled iterations make the graph far larger than the network alone."""
     from bench import learned_graph
 
     r = learned_graph.main(["--quick", "--out", str(tmp_path)])
