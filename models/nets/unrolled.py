@@ -94,8 +94,8 @@ class Unrolled(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         # One learned step size per stage, started at the stable 1/‖Ã‖² = 1.
         self.steps = nn.Parameter(torch.full((len(blocks),), step))
-        # Registered last, so a checkpoint of the same network without it keeps its
-        # optimiser-state order (models.train.loop.load_weights may start it fresh).
+        # A resumed run may add it to a checkpoint without it: models.train.loop starts it
+        # fresh and reads the saved optimiser state by the parameters the checkpoint has.
         self.log_tv = nn.Parameter(torch.tensor(math.log(tv_weight))) if tv_weight else None
 
     def forward(
