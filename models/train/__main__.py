@@ -18,7 +18,7 @@ from pathlib import Path
 
 from models.losses.equivariant import TRANSFORMS
 from models.train.loop import train
-from models.train.recipes import RECIPES
+from models.train.recipes import RECIPES, Recipe
 
 RUNS = Path(__file__).resolve().parents[2] / "runs"
 
@@ -68,6 +68,12 @@ def _command(args: argparse.Namespace, steps: int) -> str:
     if args.seed:
         words += ["--seed", str(args.seed)]
     return " ".join(words)
+
+
+def _require_ei(parser: argparse.ArgumentParser, recipe: Recipe, flag: str) -> None:
+    """Refuse ``flag`` (a usage error) unless ``recipe`` trains by an EI loss."""
+    if recipe.loss not in ("ei", "rei"):
+        parser.error(f"{flag} applies to EI recipes; {recipe.name} trains by {recipe.loss}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,8 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.moi is not None:
         if args.moi < 0:
             parser.error("--moi is a weight: >= 0")
-        if recipe.loss not in ("ei", "rei"):
-            parser.error(f"--moi applies to EI recipes; {recipe.name} trains by {recipe.loss}")
+        _require_ei(parser, recipe, "--moi")
         if not recipe.vary:
             parser.error(
                 f"--moi needs a recipe that varies its operator; {recipe.name} trains on "
@@ -155,12 +160,10 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--tv-weight is a weight: >= 0")
         recipe = dataclasses.replace(recipe, tv_weight=args.tv_weight)
     if args.ei_noise:
-        if recipe.loss not in ("ei", "rei"):
-            parser.error(f"--ei-noise applies to EI recipes; {recipe.name} trains by {recipe.loss}")
+        _require_ei(parser, recipe, "--ei-noise")
         recipe = dataclasses.replace(recipe, ei_noise=True)
     if args.loss is not None:
-        if recipe.loss not in ("ei", "rei"):
-            parser.error(f"--loss applies to EI recipes; {recipe.name} trains by {recipe.loss}")
+        _require_ei(parser, recipe, "--loss")
         recipe = dataclasses.replace(recipe, loss=args.loss)
     out = args.runs / recipe.name
     began = time.perf_counter()

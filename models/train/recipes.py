@@ -91,7 +91,8 @@ _INPAINT_ARGS: dict[str, Any] = {
     # The networks end with a learned TV step started at the service's automatic λ for
     # denoising at this σ (κ = 1, service.engine.LAMBDA_PER_SIGMA): small CNN blocks
     # trained on textured photos leave the noise in flat regions (README, "inpainting: a
-    # final TV step"). Learned to 0.0087 by robust EI, 0.0074 supervised.
+    # final TV step"). Learned to 0.0080 by robust EI (the shipped inpainting-ei), 0.0074
+    # supervised.
     "tv_weight": 0.01,
 }
 
