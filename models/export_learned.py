@@ -141,7 +141,14 @@ def _card(
         "sure": "SURE (Stein's unbiased risk estimate), no ground truth",
         "mc": "measurement consistency only, no ground truth (the baseline EI improves on)",
         "sup": "supervised mean squared error (uses ground truth)",
+        "tv-teacher": "reproduce the service's TV reconstruction of each measurement, no "
+        "ground truth",
     }[summary.get("loss_kind", recipe.loss)]
+    if summary.get("teacher_steps"):
+        loss += (
+            f"; started by {summary['teacher_steps']} steps reproducing the service's TV "
+            "reconstruction of each measurement (models.train.teacher, no ground truth)"
+        )
     return {
         "id": name,
         "kind": "learned",

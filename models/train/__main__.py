@@ -15,6 +15,7 @@ import json
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 from models.losses.equivariant import TRANSFORMS
 from models.train.loop import train
@@ -76,6 +77,11 @@ def _require_ei(parser: argparse.ArgumentParser, recipe: Recipe, flag: str) -> N
         parser.error(f"{flag} applies to EI recipes; {recipe.name} trains by {recipe.loss}")
 
 
+def _previous_summary(out: Path) -> dict[str, Any]:
+    path = out / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m models.train", description=__doc__.splitlines()[0]
@@ -97,8 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--loss",
-        choices=["ei", "rei"],
-        help="override an EI recipe's data term: ei = MC + alpha EI, rei = SURE + alpha EI",
+        choices=["ei", "rei", "tv-teacher"],
+        help="override an EI recipe's loss: ei = MC + alpha EI, rei = SURE + alpha EI, "
+        "tv-teacher = reproduce the service's TV reconstruction of each measurement (a warm "
+        "start for a --resume'd EI run; no ground truth)",
     )
     parser.add_argument(
         "--lr",
@@ -166,6 +174,11 @@ def main(argv: list[str] | None = None) -> None:
         _require_ei(parser, recipe, "--loss")
         recipe = dataclasses.replace(recipe, loss=args.loss)
     out = args.runs / recipe.name
+    # A chain of runs (--resume) remembers how many of its steps the TV teacher took.
+    previous = _previous_summary(out) if args.resume else {}
+    teacher_steps = previous.get("teacher_steps", 0)
+    if previous.get("loss_kind") == "tv-teacher":
+        teacher_steps = previous["step"]
     began = time.perf_counter()
     summary = train(
         recipe,
@@ -185,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     summary["tv_weight"] = recipe.tv_weight
     summary["ei_noise"] = recipe.ei_noise
     summary["loss_kind"] = recipe.loss
+    if teacher_steps:
+        summary["teacher_steps"] = teacher_steps
     summary["hardware"] = _hardware(summary["device"])
     summary["command"] = _command(args, summary["step"])
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

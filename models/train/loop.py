@@ -3,7 +3,9 @@
 Each step draws a batch of images from the recipe's training split, an
 operator (a fresh mask seed when the recipe varies one; with ``recipe.moi`` a
 second one for the multi-operator term), simulates noisy measurements, and
-minimises the recipe's loss. Every ``epoch_steps`` steps it
+minimises the recipe's loss (``loss = "tv-teacher"``: the network's output against
+the service's TV reconstruction of the same measurement, :mod:`models.train.teacher`,
+a warm start for EI that needs no ground truth). Every ``epoch_steps`` steps it
 measures PSNR on the validation split (which training never sees), appends a
 JSON line to ``log.jsonl`` and writes ``checkpoint.npz`` (weights and Adam
 state as plain arrays: no pickle).
@@ -19,6 +21,7 @@ the same with or without them).
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import time
@@ -42,6 +45,7 @@ from models.losses import (
 from models.nets.unrolled import Unrolled
 from models.physics.operators import Physics
 from models.train.recipes import Recipe
+from models.train.teacher import Measured, teacher_set
 
 __all__ = [
     "build_network",
@@ -276,6 +280,17 @@ def _batches(recipe: Recipe, seed: int, start: int, workers: int) -> Iterator[to
     return iter(loader)
 
 
+def _measured(recipe: Recipe, seed: int, workers: int) -> Iterator[Measured]:
+    """The training stream measured as the loop measures it (operator per step, noise):
+    what the TV teacher reconstructs. Only ``y`` leaves: the clean image stays here."""
+    batches = _batches(recipe, seed, 0, workers)
+    gen = torch.Generator().manual_seed(seed + 7919)
+    for step in itertools.count():
+        spec = operator_spec(recipe, recipe.crop, step if recipe.vary else None)
+        sigma = _sigma(recipe, gen)
+        yield physics_for(spec)(next(batches), sigma, gen), spec, sigma
+
+
 def learning_rate_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up over ``warmup`` steps, then a cosine from 1 to 0 at ``total``."""
     if step < warmup:
@@ -330,8 +345,14 @@ def train(
         _load_optimizer(opt, net, checkpoint)
         log(f"resumed {recipe.name} at step {start}")
     _set_lr(opt, recipe, start, total)
-    # The stream is deterministic: a resumed run skips what it has already seen.
-    batches = _batches(recipe, seed, start, workers)
+    teacher = None
+    if recipe.loss == "tv-teacher":
+        teacher = teacher_set(
+            lambda: _measured(recipe, seed, workers), out / "teacher.npz", log
+        )
+    else:
+        # The stream is deterministic: a resumed run skips what it has already seen.
+        batches = _batches(recipe, seed, start, workers)
     gen = torch.Generator().manual_seed(seed + 7919 * (start + 1))
     began = time.perf_counter()
     bar = tqdm(
@@ -345,15 +366,21 @@ def train(
     summary: dict[str, Any] = {}
     step = start
     while step < total:
-        x = next(batches).to(dev, non_blocking=True)
-        spec = operator_spec(recipe, recipe.crop, step if recipe.vary else None)
-        physics = physics_for(spec, dev)
-        fresh = None
-        if recipe.moi:
-            # Seeds from 2**30 up never meet the step seeds of the measurements.
-            fresh_seed = 2**30 + int(torch.randint(2**30, (1,), generator=gen))
-            fresh = physics_for(operator_spec(recipe, recipe.crop, fresh_seed), dev)
-        loss = _loss(recipe, net, physics, x, _sigma(recipe, gen), gen, dev, fresh)
+        if teacher is not None:
+            k = int(torch.randint(len(teacher), (1,), generator=gen))
+            y = teacher.y[k].to(dev)
+            recon = _reconstructor(net, physics_for(teacher.specs[k], dev), y.shape[0], dev)
+            loss = supervised_loss(recon(y), teacher.target[k].to(dev))
+        else:
+            x = next(batches).to(dev, non_blocking=True)
+            spec = operator_spec(recipe, recipe.crop, step if recipe.vary else None)
+            physics = physics_for(spec, dev)
+            fresh = None
+            if recipe.moi:
+                # Seeds from 2**30 up never meet the step seeds of the measurements.
+                fresh_seed = 2**30 + int(torch.randint(2**30, (1,), generator=gen))
+                fresh = physics_for(operator_spec(recipe, recipe.crop, fresh_seed), dev)
+            loss = _loss(recipe, net, physics, x, _sigma(recipe, gen), gen, dev, fresh)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -25,7 +25,9 @@ class Recipe:
     family: str
     operator: dict[str, Any]
     data: str  # models.data source: "ellipses" | "brain" | "natural"
-    loss: str  # "ei" (MC + α EI), "rei" (SURE + α EI), "mc", "sup", "sure"
+    # "ei" (MC + α EI), "rei" (SURE + α EI), "mc", "sup", "sure", "tv-teacher" (reproduce
+    # the service's TV reconstruction of y: a warm start, models.train.teacher)
+    loss: str
     sigma: float | tuple[float, float]  # noise std, or a range drawn per sample
     transform: str | None = None  # EI group (models.losses.equivariant)
     vary: str | None = None  # spec path of a seed redrawn every step, e.g. "mask.random.seed"

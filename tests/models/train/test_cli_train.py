@@ -38,6 +38,28 @@ def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> No
                                 "multi-operator (fresh masks)")
 
 
+def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.train import teacher
+
+    monkeypatch.setattr(teacher, "TEACHER_BATCHES", 2)
+    runs, zoo = tmp_path / "runs", tmp_path / "zoo"
+    common = ["ct-ei", "--device", "cpu", "--batch", "1", "--runs", str(runs)]
+    assert main(["train", *common, "--loss", "tv-teacher", "--steps", "2"]) == 0
+    assert main(["train", *common, "--loss", "rei", "--resume", "--steps", "3"]) == 0
+    run = runs / "ct-ei"
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["step"], summary["loss_kind"], summary["teacher_steps"]) == (3, "rei", 2)
+    assert main(["export", "ct-ei", "--run", str(run), "--zoo", str(zoo)]) == 0
+    training = Zoo.load(zoo).cards["ct-ei"].raw["training"]
+    assert training["loss"] == (
+        "SURE + 1.0 x EI (rotate); started by 2 steps reproducing the service's TV "
+        "reconstruction of each measurement (models.train.teacher, no ground truth)"
+    )
+    assert training["ground_truth_used"] is False
+
+
 def test_an_unknown_recipe_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["train", "no-such-recipe"])

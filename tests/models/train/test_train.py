@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 
 from models.export_learned import export_learned, learned_inputs
@@ -167,3 +168,51 @@ def test_a_resumed_run_adds_the_final_tv_step_and_exports_it(tmp_path: Path) -> 
     assert float(want.min()) >= 0.0  # the step includes positivity
     architecture = Zoo.load(zoo).cards["tiny-inpainting-ei"].raw["network"]["architecture"]
     assert "final TV proximal step (learned weight" in architecture
+
+
+def test_the_tv_teacher_fits_the_services_tv_and_an_ei_run_resumes_from_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.export import ZOO
+    from models.train import teacher
+    from service.engine import Engine
+
+    monkeypatch.setattr(teacher, "TEACHER_BATCHES", 3)
+    run = tmp_path / "run"
+    recipe = replace(TINY, loss="tv-teacher", steps=30)
+
+    def misfit(net: torch.nn.Module, cached: teacher.TeacherSet) -> float:
+        with torch.no_grad():
+            errors = []
+            for y, target, spec in zip(cached.y, cached.target, cached.specs, strict=True):
+                physics = physics_for(spec)
+                inv_norm = torch.full((len(y),), 1 / physics.compiled.norm)
+                out = net(y, physics.params(len(y)), inv_norm)
+                errors.append(float(((out - target) ** 2).mean()))
+        return float(np.mean(errors))
+
+    torch.manual_seed(0)
+    untrained = build_network(recipe, "inpainting")
+    train(recipe, run, device="cpu", progress=False)
+    with np.load(run / "teacher.npz", allow_pickle=False) as data:
+        # Measurements, targets and operators: no clean image is kept.
+        assert sorted({k.split("/")[0] for k in data.files}) == ["specs", "target", "y"]
+    messages: list[str] = []
+    cached = teacher.teacher_set(lambda: iter(()), run / "teacher.npz", messages.append)
+    assert len(cached) == 3 and "from" in messages[0]
+    # Each target is the service's own TV reconstruction of its measurement...
+    engine = Engine(Zoo.load(ZOO), "cpu")
+    for y, target, spec in zip(cached.y, cached.target, cached.specs, strict=True):
+        again = teacher._tv(engine, spec, y.numpy(), TINY.sigma)
+        np.testing.assert_allclose(target.numpy(), again, atol=1e-6)
+    # ... with a different mask per batch, as the recipe varies its mask,
+    assert len({json.dumps(s, sort_keys=True) for s in cached.specs}) == 3
+    # ... and the network learned to reproduce them.
+    trained = build_network(recipe, "inpainting")
+    load_weights(trained, run / "weights.npz")
+    assert misfit(trained, cached) < 0.5 * misfit(untrained, cached)
+
+    # An EI run continues from the teacher's weights.
+    assert train(replace(TINY, steps=34), run, device="cpu", resume=True, progress=False)[
+        "step"
+    ] == 34
