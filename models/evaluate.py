@@ -122,11 +122,11 @@ def ei_objective(
     transform: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """The training objective of the family's EI recipe, term by term, for each learned
-    model of the zoo, through the service's worker, on ``count`` validation measurements:
-    PSNR, MC, SURE, EI (the recipe's group unless ``transform`` names another), MOI (the
-    multi-operator term over ``draws`` fresh masks, for families that vary one; NaN
-    otherwise) and the recipe's own sum. ``"truth"`` is the ground truth's own MC (the
-    noise floor)."""
+    model of the zoo and for the service's TV (automatic λ), through the service's
+    worker, on ``count`` validation measurements: PSNR, MC, SURE, EI (the recipe's group
+    unless ``transform`` names another), MOI (the multi-operator term over ``draws``
+    fresh masks, for families that vary one; NaN otherwise) and the recipe's own sum.
+    ``"truth"`` is the ground truth's own MC (the noise floor)."""
     import torch
 
     from models.data.sources import make_source
@@ -137,7 +137,9 @@ def ei_objective(
         raise SystemExit(f"no EI recipe for family {family!r}")
     group = transform or recipe.transform
     zoo = Zoo.load(zoo_dir)
+    # TV too: the solver the EI networks are measured against, scored as one more f.
     models = [r.name for r in RECIPES.values() if r.family == family and r.name in zoo.cards]
+    models.append("tv")
     engine = Engine(zoo, "auto")
     source = make_source(recipe.data, SIZE, "val")
     truth = np.stack([np.asarray(source[i], np.float32) for i in range(min(count, len(source)))])

@@ -64,6 +64,8 @@ def _command(args: argparse.Namespace, steps: int) -> str:
         words += ["--ei-noise"]
     if args.resume:
         words += ["--resume"]
+    if args.init is not None:
+        words += ["--init", str(args.init)]
     if args.steps or args.time_budget:
         words += ["--steps", str(steps)]
     if args.seed:
@@ -137,11 +139,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--runs", type=Path, default=RUNS)
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint.npz")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        metavar="WEIGHTS",
+        help="start a new run (fresh schedule and optimiser) from another run's weights.npz, "
+        "e.g. a --loss tv-teacher run's",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export", action="store_true", help="export to models/zoo when done")
     args = parser.parse_args(argv)
     if args.steps and args.time_budget:
         parser.error("--steps and --time-budget exclude each other")
+    if args.init is not None and args.resume:
+        parser.error("--init starts a new run from other weights; --resume continues this one")
+    if args.init is not None and not args.init.is_file():
+        parser.error(f"--init: no such weights file: {args.init}")
     recipe = RECIPES[args.recipe]
     if args.batch:
         recipe = dataclasses.replace(recipe, batch=args.batch)
@@ -174,8 +187,12 @@ def main(argv: list[str] | None = None) -> None:
         _require_ei(parser, recipe, "--loss")
         recipe = dataclasses.replace(recipe, loss=args.loss)
     out = args.runs / recipe.name
-    # A chain of runs (--resume) remembers how many of its steps the TV teacher took.
-    previous = _previous_summary(out) if args.resume else {}
+    # A chain of runs (--resume, --init) remembers how many steps the TV teacher took.
+    previous: dict[str, Any] = {}
+    if args.resume:
+        previous = _previous_summary(out)
+    elif args.init is not None:
+        previous = _previous_summary(args.init.parent)
     teacher_steps = previous.get("teacher_steps", 0)
     if previous.get("loss_kind") == "tv-teacher":
         teacher_steps = previous["step"]
@@ -189,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         args.seed,
         time_budget=args.time_budget,
         workers=args.workers,
+        init=args.init,
     )
     summary["train_seconds"] = round(time.perf_counter() - began, 1)
     summary["batch"] = recipe.batch

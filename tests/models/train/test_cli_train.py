@@ -51,6 +51,15 @@ def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(
     run = runs / "ct-ei"
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["step"], summary["loss_kind"], summary["teacher_steps"]) == (3, "rei", 2)
+    # --init, the way to leave the teacher (a fresh optimiser), remembers it too.
+    weights = str(run / "weights.npz")
+    ei_runs = tmp_path / "ei"
+    argv = ["ct-ei", "--device", "cpu", "--batch", "1", "--loss", "rei", "--init", weights,
+            "--steps", "1"]
+    assert main(["train", *argv, "--runs", str(ei_runs)]) == 0
+    summary = json.loads((ei_runs / "ct-ei" / "summary.json").read_text())
+    assert (summary["step"], summary["teacher_steps"]) == (1, 2)
+    assert summary["command"] == "python -m models.train " + " ".join(argv)
     assert main(["export", "ct-ei", "--run", str(run), "--zoo", str(zoo)]) == 0
     training = Zoo.load(zoo).cards["ct-ei"].raw["training"]
     assert training["loss"] == (
@@ -58,6 +67,19 @@ def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(
         "reconstruction of each measurement (models.train.teacher, no ground truth)"
     )
     assert training["ground_truth_used"] is False
+
+
+def test_init_and_resume_exclude_each_other(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tmp_path / "weights.npz"
+    weights.write_bytes(b"")
+    with pytest.raises(SystemExit):
+        main(["train", "ct-ei", "--resume", "--init", str(weights)])
+    assert "--init starts a new run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "ct-ei", "--init", str(tmp_path / "missing.npz")])
+    assert "no such weights file" in capsys.readouterr().err
 
 
 def test_an_unknown_recipe_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

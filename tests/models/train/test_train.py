@@ -216,3 +216,36 @@ def test_the_tv_teacher_fits_the_services_tv_and_an_ei_run_resumes_from_it(
     assert train(replace(TINY, steps=34), run, device="cpu", resume=True, progress=False)[
         "step"
     ] == 34
+
+
+def test_init_starts_a_new_run_from_other_weights_with_a_fresh_optimiser(tmp_path: Path) -> None:
+    from models.train.loop import _save
+
+    first = tmp_path / "first"
+    train(replace(TINY, steps=6), first, device="cpu", progress=False)
+    # --init: the weights, and neither the step nor the Adam moments of the first run.
+    torch.manual_seed(0)
+    summary = train(replace(TINY, steps=4), tmp_path / "init", device="cpu", progress=False,
+                    init=first / "weights.npz")
+    assert summary["step"] == 4
+    # The same as resuming a checkpoint that holds those weights at step 0 and no moments.
+    seeded = tmp_path / "seeded"
+    seeded.mkdir()
+    net = build_network(TINY, "inpainting")
+    load_weights(net, first / "weights.npz")
+    _save(seeded / "checkpoint.npz", net, torch.optim.Adam(net.parameters()), 0)
+    torch.manual_seed(0)
+    train(replace(TINY, steps=4), seeded, device="cpu", progress=False, resume=True)
+    with np.load(tmp_path / "init" / "weights.npz") as a, np.load(seeded / "weights.npz") as b:
+        assert [k for k in a.files if k.startswith("model/")] == [
+            k for k in b.files if k.startswith("model/")
+        ]
+        for k in a.files:
+            if k.startswith("model/"):
+                np.testing.assert_array_equal(a[k], b[k])
+    try:
+        train(TINY, first, device="cpu", progress=False, resume=True, init=first / "weights.npz")
+    except ValueError as error:
+        assert "init" in str(error)
+    else:
+        raise AssertionError("took --init and --resume together")
