@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         choices=["ei", "rei", "tv-teacher"],
         help="override an EI recipe's loss: ei = MC + alpha EI, rei = SURE + alpha EI, "
         "tv-teacher = reproduce the service's TV reconstruction of each measurement (a warm "
-        "start for a --resume'd EI run; no ground truth)",
+        "start for an EI run given its weights by --init; no ground truth)",
     )
     parser.add_argument(
         "--lr",

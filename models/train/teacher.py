@@ -8,8 +8,9 @@ reconstruction of each training measurement,
 
 which is a function of the measurement alone (the automatic :math:`\lambda` of the
 recipe's noise, ``service.engine.choose_lambda``), so the run stays ground-truth free.
-An EI run resumed from it (``--loss rei --resume``) then starts near TV instead of
-at :math:`A^\dagger y`.
+An EI run started from its weights (``--loss rei --init RUN/weights.npz``: a fresh
+optimiser, as the teacher's Adam moments do not fit the EI loss) then starts near TV
+instead of at :math:`A^\dagger y`.
 
 Why: on CT's phantoms the EI objective scores TV's reconstructions better than any
 trained network (SURE + EI over rotations on 8 validation measurements: TV
@@ -40,7 +41,7 @@ from pydantic import TypeAdapter
 __all__ = ["TEACHER_BATCHES", "TeacherSet", "teacher_set"]
 
 #: Batches of TV targets a run computes (x the recipe's batch size: 1024 CT images at
-#: batch 8, ~12 min on 2 CPU cores). 600 teacher steps at batch 8 see each ~5 times.
+#: batch 8, 10 min on 2 CPU cores). 600 teacher steps at batch 8 see each ~5 times.
 TEACHER_BATCHES = 128
 
 
