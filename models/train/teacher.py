@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import TypeAdapter
+
+from models.physics.operators import Physics
 
 __all__ = ["TEACHER_BATCHES", "TeacherSet", "teacher_set"]
 
@@ -104,10 +105,8 @@ def teacher_set(
 def _tv(engine: Any, spec: dict[str, Any], y: np.ndarray, sigma: float) -> np.ndarray:
     """The service's TV reconstruction of a batch, at its automatic λ for ``sigma``."""
     from service.engine import ReconOptions
-    from service.operators.compile import compile_operator
-    from service.operators.spec import Operator
 
-    op = compile_operator(TypeAdapter(Operator).validate_python(spec))
+    op = Physics.from_json(spec).compiled
     params = {k: np.repeat(v[None], len(y), axis=0) for k, v in op.params.items()}
     norms = np.full(len(y), op.norm, np.float32)
     options = [ReconOptions(sigma=sigma)] * len(y)
