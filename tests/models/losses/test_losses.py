@@ -120,6 +120,43 @@ def test_flips_teach_mri_with_column_masks_next_to_nothing_and_quarter_turns_do(
     assert quarter_turns > 20 * mirrors
 
 
+def test_d4_never_brings_the_corners_of_k_space_into_a_column_mask_and_a_rotation_does() -> None:
+    """Under one fixed column mask, a quarter turn makes the sampled columns rows, but a
+    frequency whose row and column are both unsampled stays unsampled under every element
+    of D4, so EI over D4 cannot teach it (about half of the non-constant k-space at 4x); a
+    rotation by an angle off the grid moves it onto sampled columns. (mri-ei draws a fresh
+    mask every step, which covers it: README "MRI: a fresh schedule, a TV step".)"""
+    from models.losses.equivariant import _dihedral, rotation
+
+    physics = Physics.from_json(
+        {"type": "mri", "shape": [32, 32],
+         "mask": {"cartesian": {"acceleration": 4, "center_fraction": 0.08, "seed": 0}}},
+        torch.float64,
+    )
+    d4 = [(k, flip) for k in range(4) for flip in (False, True)]
+
+    def turn(v: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+        return _dihedral(k, flip)(v)
+
+    def turn_back(v: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+        return torch.rot90(v.flip(-1) if flip else v, -k, (-2, -1))
+
+    # Project a random image onto the null space of every A T_g (T_g A^T A T_g^-1 are
+    # commuting Fourier masks, so alternating the projections converges).
+    corners = torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(0),
+                         dtype=torch.float64)
+    fluctuation = float((corners - corners.mean()).norm())
+    for _ in range(60):
+        for k, flip in d4:
+            corners = corners - turn_back(physics.A_adjoint(physics.A(turn(corners, k, flip))),
+                                          k, flip)
+    size = float(corners.norm())
+    assert size > 0.4 * fluctuation  # a large part of the image, not a rounding residue
+    assert max(float(physics.A(turn(corners, k, flip)).norm()) for k, flip in d4) < 1e-6 * size
+    for angle in (0.3, 0.8, 1.2):
+        assert float(physics.A(rotation(angle)(corners)).norm()) > 0.3 * size
+
+
 def _blob(size: int, cy: float, cx: float) -> torch.Tensor:
     """A smooth (band-limited to float precision) Gaussian bump centred at (cy, cx)."""
     r, c = torch.meshgrid(torch.arange(size, dtype=torch.float64),
