@@ -1,9 +1,12 @@
 """``python -m models.train RECIPE [--steps N | --time-budget S] [--batch B] [--alpha A]``.
 
 Trains a recipe of ``models/train/recipes.py`` into ``runs/RECIPE/`` (log.jsonl,
-checkpoint.npz, weights.npz, summary.json), on CUDA when present. ``--time-budget``
-picks the step count from the speed of the warm-up; ``summary.json`` then records
-the ``--steps`` command that reproduces the run. ``--export`` writes the ONNX graph
+checkpoint.npz, weights.npz, summary.json), on CUDA when present. A recipe with
+``teacher_steps`` first runs its TV teacher into ``runs/RECIPE/teacher/`` and
+continues from those weights (as ``--init`` would), so one command reproduces the
+whole chain. ``--time-budget`` covers both and picks the step count from the
+speed of the warm-up; ``summary.json`` then records the ``--steps`` command that
+reproduces the run. ``--export`` writes the ONNX graph
 and model card into ``models/zoo`` (``models.export_learned``).
 """
 
@@ -68,9 +71,29 @@ def _command(args: argparse.Namespace, steps: int) -> str:
         words += ["--init", str(args.init)]
     if args.steps or args.time_budget:
         words += ["--steps", str(steps)]
+    if args.teacher_steps is not None:
+        words += ["--teacher-steps", str(args.teacher_steps)]
     if args.seed:
         words += ["--seed", str(args.seed)]
     return " ".join(words)
+
+
+def _teach(recipe: Recipe, out: Path, args: argparse.Namespace) -> Path:
+    """Run ``recipe``'s TV teacher into ``out/teacher``; returns the weights that start the
+    recipe's own loss (its summary tells the chain how many steps the teacher took)."""
+    teacher = recipe.teacher()
+    run = out / "teacher"
+    began = time.perf_counter()
+    summary = train(
+        teacher, run, args.device, recipe.teacher_steps, False, args.seed, workers=args.workers
+    )
+    summary |= {
+        "train_seconds": round(time.perf_counter() - began, 1),
+        "batch": teacher.batch,
+        "loss_kind": teacher.loss,
+    }
+    (run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return run / "weights.npz"
 
 
 def _require_ei(parser: argparse.ArgumentParser, recipe: Recipe, flag: str) -> None:
@@ -96,7 +119,9 @@ def main(argv: list[str] | None = None) -> None:
         metavar="SECONDS",
         help="instead of --steps: as many steps as fit in SECONDS",
     )
-    parser.add_argument("--batch", type=int, help="override the recipe's batch size")
+    parser.add_argument(
+        "--batch", type=int, help="override the recipe's batch size (not its TV teacher's)"
+    )
     parser.add_argument(
         "--alpha", type=float, help="override the recipe's EI weight (ei/rei losses)"
     )
@@ -107,8 +132,9 @@ def main(argv: list[str] | None = None) -> None:
         "--loss",
         choices=["ei", "rei", "tv-teacher"],
         help="override an EI recipe's loss: ei = MC + alpha EI, rei = SURE + alpha EI, "
-        "tv-teacher = reproduce the service's TV reconstruction of each measurement (a warm "
-        "start for an EI run given its weights by --init; no ground truth)",
+        "tv-teacher = reproduce the service's TV reconstruction of each measurement at the "
+        "recipe's teacher batch and learning rate (a warm start for an EI run given its "
+        "weights by --init; no ground truth)",
     )
     parser.add_argument(
         "--lr",
@@ -135,6 +161,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="re-measure T x̂ with the data's noise in the EI term (EI recipes)",
     )
+    parser.add_argument(
+        "--teacher-steps",
+        type=int,
+        metavar="N",
+        help="override the steps of the recipe's TV teacher, run first when the run starts "
+        "from scratch (0: start at the pseudo-inverse); ignored with --resume or --init",
+    )
     parser.add_argument("--workers", type=int, help="data workers (default: 2 on CUDA, 0 on CPU)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--runs", type=Path, default=RUNS)
@@ -156,6 +189,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.init is not None and not args.init.is_file():
         parser.error(f"--init: no such weights file: {args.init}")
     recipe = RECIPES[args.recipe]
+    if args.loss is not None:
+        _require_ei(parser, recipe, "--loss")
+        # The teacher takes the recipe's teacher batch and learning rate (the flags below
+        # still override them).
+        recipe = (
+            recipe.teacher()
+            if args.loss == "tv-teacher"
+            else dataclasses.replace(recipe, loss=args.loss)
+        )
     if args.batch:
         recipe = dataclasses.replace(recipe, batch=args.batch)
     if args.alpha is not None:
@@ -183,20 +225,32 @@ def main(argv: list[str] | None = None) -> None:
     if args.ei_noise:
         _require_ei(parser, recipe, "--ei-noise")
         recipe = dataclasses.replace(recipe, ei_noise=True)
-    if args.loss is not None:
-        _require_ei(parser, recipe, "--loss")
-        recipe = dataclasses.replace(recipe, loss=args.loss)
+    if args.teacher_steps is not None:
+        if args.teacher_steps < 0:
+            parser.error("--teacher-steps must be >= 0")
+        _require_ei(parser, recipe, "--teacher-steps")
+        recipe = dataclasses.replace(recipe, teacher_steps=args.teacher_steps)
     out = args.runs / recipe.name
+    began = time.perf_counter()
+    init, budget = args.init, args.time_budget
+    if recipe.teacher_steps and recipe.loss != "tv-teacher" and not args.resume and init is None:
+        init = _teach(recipe, out, args)
+        if budget is not None:
+            budget -= time.perf_counter() - began
+            if budget <= 0:
+                raise SystemExit(
+                    f"the TV teacher took the whole --time-budget ({args.time_budget:g} s); "
+                    "give more time or fewer --teacher-steps"
+                )
     # A chain of runs (--resume, --init) remembers how many steps the TV teacher took.
     previous: dict[str, Any] = {}
     if args.resume:
         previous = _previous_summary(out)
-    elif args.init is not None:
-        previous = _previous_summary(args.init.parent)
+    elif init is not None:
+        previous = _previous_summary(init.parent)
     teacher_steps = previous.get("teacher_steps", 0)
     if previous.get("loss_kind") == "tv-teacher":
         teacher_steps = previous["step"]
-    began = time.perf_counter()
     summary = train(
         recipe,
         out,
@@ -204,10 +258,11 @@ def main(argv: list[str] | None = None) -> None:
         args.steps,
         args.resume,
         args.seed,
-        time_budget=args.time_budget,
+        time_budget=budget,
         workers=args.workers,
-        init=args.init,
+        init=init,
     )
+    # With a teacher run by this command, its time is part of the run's.
     summary["train_seconds"] = round(time.perf_counter() - began, 1)
     summary["batch"] = recipe.batch
     summary["alpha"] = recipe.alpha

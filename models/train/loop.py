@@ -360,7 +360,10 @@ def train(
     teacher = None
     if recipe.loss == "tv-teacher":
         teacher = teacher_set(
-            lambda: _measured(recipe, seed, workers), out / "teacher.npz", log
+            lambda: _measured(recipe, seed, workers),
+            out / "teacher.npz",
+            recipe.teacher_batches,
+            log,
         )
     else:
         # The stream is deterministic: a resumed run skips what it has already seen.

@@ -11,7 +11,7 @@ never by the EI/REI losses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = ["RECIPES", "Recipe"]
@@ -41,6 +41,16 @@ class Recipe:
     # Starting weight of the network's final learned TV proximal step (models.nets.unrolled);
     # 0: none.
     tv_weight: float = 0.0
+    # Steps of the TV teacher (models.train.teacher: reproduce the service's TV
+    # reconstruction, no ground truth) that start a run from scratch, at their own batch and
+    # peak learning rate; the recipe's loss then continues from the teacher's weights with a
+    # fresh optimiser (models.train.__main__). 0: the run starts at the pseudo-inverse.
+    teacher_steps: int = 0
+    teacher_batch: int = 8
+    teacher_lr: float = 2e-3
+    # Batches of TV targets the teacher computes once and revisits (CT's TV takes ~0.6 s
+    # an image on 2 CPU cores: 128 batches of 8 took 10 min).
+    teacher_batches: int = 128
     # 5 stages of 32-channel, 5-layer blocks: 142k weights, ~70 ms per CT image on 2 CPU
     # cores with onnxruntime, so the served score (8 passes) stays well under a second.
     stages: int = 5
@@ -53,6 +63,10 @@ class Recipe:
     epoch_steps: int = 200
     constraints: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+
+    def teacher(self) -> Recipe:
+        """This recipe's TV teacher run: its loss, batch and peak learning rate."""
+        return replace(self, loss="tv-teacher", batch=self.teacher_batch, lr=self.teacher_lr)
 
 
 _CT = {"type": "ct", "shape": [SIZE, SIZE], "angles": {"uniform": {"count": 50}}}
@@ -105,12 +119,15 @@ RECIPES: dict[str, Recipe] = {
             "ct-ei",
             # Robust EI: side by side on one GPU for the same 300 s, 43.57 dB against MC +
             # EI's 41.80 on the trainer's validation images (README). The shipped model
-            # starts from the TV teacher (--loss tv-teacher, then --init): 46.07 dB against
-            # 44.36 from the pseudo-inverse, with the final TV step (0.004: the post-hoc
-            # optimum on ct-ei's outputs, README "CT: a TV teacher").
+            # starts from the TV teacher (teacher_steps, run first by models.train): 46.07 dB
+            # against 44.36 from the pseudo-inverse, with the final TV step (0.004: the
+            # post-hoc optimum on ct-ei's outputs, README "CT: a TV teacher").
             loss="rei",
             transform="rotate",
+            ei_noise=True,
+            lr=5e-4,
             tv_weight=0.004,
+            teacher_steps=600,
             **_CT_ARGS,
             description="CT, 50 views: unrolled CNN ending in a learned TV step, started by "
             "reproducing TV, then trained by robust EI (SURE + EI over rotations), no GT",
@@ -133,11 +150,15 @@ RECIPES: dict[str, Recipe] = {
             # Robust EI with noisy re-measurement and a final TV step: continued this way
             # from the MC + EI network with a fresh optimiser (--init), 25.08 -> 26.14 dB
             # (README "MRI: a fresh schedule, a TV step"; rotations in place of D4 did no
-            # better there).
+            # better there). From scratch, the TV teacher and these steps fill 28 min on 2
+            # CPU cores: 25.87 dB (README "Thirty minutes on 2 CPU cores").
             loss="rei",
             transform="D4",
             ei_noise=True,
+            lr=5e-4,
             tv_weight=0.004,
+            teacher_steps=600,
+            steps=1771,
             **_MRI_ARGS,
             description="Single-coil MRI, 4x Cartesian: unrolled CNN ending in a learned TV "
             "step, trained by robust EI (SURE + EI over D4), no GT",
@@ -157,12 +178,18 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "inpainting-ei",
-            loss="ei",
+            # From scratch, the TV teacher and these steps of robust EI fill 27 min on 2 CPU
+            # cores: 36.18 dB; the shipped network trained longer (README "Thirty minutes
+            # on 2 CPU cores").
+            loss="rei",
             transform="shifts+D4",
-            steps=1000,
+            ei_noise=True,
+            lr=5e-4,
+            teacher_steps=600,
+            steps=4415,
             **_INPAINT_ARGS,
             description="Inpainting, 50% pixels: unrolled CNN ending in a learned TV step, "
-            "trained by EI (shifts, D4), no GT",
+            "trained by robust EI (SURE + EI over shifts and D4), no GT",
         ),
         Recipe(
             "inpainting-mc",

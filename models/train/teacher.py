@@ -20,7 +20,7 @@ is an ordinary supervised-style fit, far faster to train than EI (one pass per s
 instead of three), so the network reaches TV's neighbourhood in minutes.
 
 TV takes ~190 PDHG iterations per CT image (about a second on one CPU thread), so the
-targets are computed once, for :data:`TEACHER_BATCHES` batches of the run's training
+targets are computed once, for ``recipe.teacher_batches`` batches of the run's training
 stream (their operators and noise drawn as the training loop draws them), and
 kept in the run directory (``teacher.npz``: measurements, targets and operator specs;
 no clean image); the teacher steps then revisit these batches in a seeded order.
@@ -39,11 +39,7 @@ import torch
 
 from models.physics.operators import Physics
 
-__all__ = ["TEACHER_BATCHES", "TeacherSet", "teacher_set"]
-
-#: Batches of TV targets a run computes (x the recipe's batch size: 1024 CT images at
-#: batch 8, 10 min on 2 CPU cores). 600 teacher steps at batch 8 see each ~5 times.
-TEACHER_BATCHES = 128
+__all__ = ["TeacherSet", "teacher_set"]
 
 
 @dataclass
@@ -65,10 +61,11 @@ Measured = tuple[torch.Tensor, dict[str, Any], float]  # y, operator spec, noise
 def teacher_set(
     measurements: Callable[[], Iterator[Measured]],
     path: Path,
+    batches: int,
     log: Callable[[str], None] = print,
 ) -> TeacherSet:
-    """TV targets for the first :data:`TEACHER_BATCHES` of ``measurements()``, cached in
-    ``path``: a resumed run reads them back instead of running TV again."""
+    """TV targets for the first ``batches`` of ``measurements()``, cached in ``path``: a
+    resumed run reads them back instead of running TV again."""
     if path.exists():
         with np.load(path, allow_pickle=False) as data:
             specs = json.loads(str(data["specs"]))
@@ -86,13 +83,13 @@ def teacher_set(
     engine = Engine(Zoo.load(ZOO), "auto")
     teacher = TeacherSet([], [], [])
     stream = measurements()
-    for k in range(TEACHER_BATCHES):
+    for k in range(batches):
         y, spec, sigma = next(stream)
         teacher.y.append(y.cpu())
         teacher.target.append(torch.from_numpy(_tv(engine, spec, y.cpu().numpy(), sigma)))
         teacher.specs.append(spec)
         if k == 0 or (k + 1) % 16 == 0:
-            log(f"TV teacher: {k + 1}/{TEACHER_BATCHES} batches")
+            log(f"TV teacher: {k + 1}/{batches} batches")
     arrays: dict[str, Any] = {f"y/{k}": v.numpy() for k, v in enumerate(teacher.y)}
     arrays |= {f"target/{k}": v.numpy() for k, v in enumerate(teacher.target)}
     arrays["specs"] = np.asarray(json.dumps(teacher.specs))

@@ -19,7 +19,8 @@ def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> No
     # Without the TV step, whose 20 unrolled iterations (x8 averaged) take minutes to
     # export: its export is tested on a tiny network (tests/models/train/test_train.py).
     argv = ["inpainting-ei", "--device", "cpu", "--batch", "2", "--loss", "rei", "--lr", "0.001",
-            "--moi", "0.5", "--tv-weight", "0.0", "--ei-noise", "--steps", "2"]
+            "--moi", "0.5", "--tv-weight", "0.0", "--ei-noise", "--steps", "2",
+            "--teacher-steps", "0"]
     assert main(["train", *argv, "--runs", str(runs)]) == 0
     summary = json.loads((runs / "inpainting-ei" / "summary.json").read_text())
     assert summary["step"] == 2
@@ -41,9 +42,9 @@ def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> No
 def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from models.train import teacher
+    from dataclasses import replace
 
-    monkeypatch.setattr(teacher, "TEACHER_BATCHES", 2)
+    monkeypatch.setitem(RECIPES, "ct-ei", replace(RECIPES["ct-ei"], teacher_batches=2))
     runs, zoo = tmp_path / "runs", tmp_path / "zoo"
     common = ["ct-ei", "--device", "cpu", "--batch", "1", "--runs", str(runs)]
     assert main(["train", *common, "--loss", "tv-teacher", "--steps", "2"]) == 0
@@ -63,8 +64,8 @@ def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(
     assert main(["export", "ct-ei", "--run", str(run), "--zoo", str(zoo)]) == 0
     training = Zoo.load(zoo).cards["ct-ei"].raw["training"]
     assert training["loss"] == (
-        "SURE + 1.0 x EI (rotate); started by 2 steps reproducing the service's TV "
-        "reconstruction of each measurement (models.train.teacher, no ground truth)"
+        "SURE + 1.0 x EI (rotate, noisy re-measurement); started by 2 steps reproducing the "
+        "service's TV reconstruction of each measurement (models.train.teacher, no ground truth)"
     )
     assert training["ground_truth_used"] is False
 

@@ -36,6 +36,9 @@ TINY = replace(
     warmup=4,
     constraints={},
     tv_weight=0.0,  # the TV step has its own test below (its export is slower)
+    loss="ei",
+    ei_noise=False,
+    teacher_steps=0,
 )
 
 
@@ -171,15 +174,14 @@ def test_a_resumed_run_adds_the_final_tv_step_and_exports_it(tmp_path: Path) -> 
 
 
 def test_the_tv_teacher_fits_the_services_tv_and_an_ei_run_resumes_from_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     from models.export import ZOO
     from models.train import teacher
     from service.engine import Engine
 
-    monkeypatch.setattr(teacher, "TEACHER_BATCHES", 3)
     run = tmp_path / "run"
-    recipe = replace(TINY, loss="tv-teacher", steps=30)
+    recipe = replace(TINY, loss="tv-teacher", steps=30, teacher_batches=3)
 
     def misfit(net: torch.nn.Module, cached: teacher.TeacherSet) -> float:
         with torch.no_grad():
@@ -198,7 +200,7 @@ def test_the_tv_teacher_fits_the_services_tv_and_an_ei_run_resumes_from_it(
         # Measurements, targets and operators: no clean image is kept.
         assert sorted({k.split("/")[0] for k in data.files}) == ["specs", "target", "y"]
     messages: list[str] = []
-    cached = teacher.teacher_set(lambda: iter(()), run / "teacher.npz", messages.append)
+    cached = teacher.teacher_set(lambda: iter(()), run / "teacher.npz", 3, messages.append)
     assert len(cached) == 3 and "from" in messages[0]
     # Each target is the service's own TV reconstruction of its measurement...
     engine = Engine(Zoo.load(ZOO), "cpu")
@@ -249,3 +251,44 @@ def test_init_starts_a_new_run_from_other_weights_with_a_fresh_optimiser(tmp_pat
         assert "init" in str(error)
     else:
         raise AssertionError("took --init and --resume together")
+
+
+def test_a_recipe_with_a_teacher_trains_the_whole_chain_in_one_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models.train.__main__ import main
+
+    name = "tiny-taught"
+    taught = replace(TINY, name=name, loss="rei", teacher_steps=6, teacher_batch=4,
+                     teacher_lr=5e-3, teacher_batches=2)
+    monkeypatch.setitem(RECIPES, name, taught)
+    main([name, "--device", "cpu", "--steps", "4", "--runs", str(tmp_path / "one")])
+    run = tmp_path / "one" / name
+    first = json.loads((run / "teacher" / "summary.json").read_text())
+    assert (first["loss_kind"], first["step"], first["batch"]) == ("tv-teacher", 6, 4)
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["loss_kind"], summary["step"], summary["teacher_steps"]) == ("rei", 4, 6)
+    # One command reproduces it: the teacher is the recipe's, not a flag.
+    assert summary["command"] == f"python -m models.train {name} --device cpu --steps 4"
+    assert f"started {name} from {run / 'teacher' / 'weights.npz'}" in capsys.readouterr().out
+
+    # The same as the two commands it replaces: the teacher run, then --init from it.
+    two = tmp_path / "two"
+    # (--loss tv-teacher takes the recipe's teacher batch and learning rate)
+    main([name, "--device", "cpu", "--loss", "tv-teacher", "--steps", "6",
+          "--runs", str(two / "teach")])
+    main([name, "--device", "cpu", "--steps", "4", "--runs", str(two),
+          "--init", str(two / "teach" / name / "weights.npz")])
+    assert json.loads((two / name / "summary.json").read_text())["teacher_steps"] == 6
+    with np.load(run / "weights.npz") as a, np.load(two / name / "weights.npz") as b:
+        assert [k for k in a.files if k.startswith("model/")]
+        for k in a.files:
+            if k.startswith("model/"):
+                np.testing.assert_array_equal(a[k], b[k])
+
+    # --teacher-steps 0 starts at the pseudo-inverse, and says so in its command.
+    main([name, "--device", "cpu", "--steps", "4", "--teacher-steps", "0",
+          "--runs", str(tmp_path / "none")])
+    plain = json.loads((tmp_path / "none" / name / "summary.json").read_text())
+    assert not (tmp_path / "none" / name / "teacher").exists()
+    assert "teacher_steps" not in plain and plain["command"].endswith("--teacher-steps 0")
