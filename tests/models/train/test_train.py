@@ -59,6 +59,15 @@ def _ei_on_fixed_batch(net: torch.nn.Module) -> float:
         return float(ei_loss(x1, physics, recon, random_transform("shifts", gen, (32, 32))))
 
 
+def _assert_same_network(first: Path, second: Path) -> None:
+    """Two weights files hold the same network, weight for weight."""
+    with np.load(first) as a, np.load(second) as b:
+        names = [k for k in a.files if k.startswith("model/")]
+        assert names and names == [k for k in b.files if k.startswith("model/")]
+        for k in names:
+            np.testing.assert_array_equal(a[k], b[k])
+
+
 def test_tiny_ei_training_lowers_the_ei_loss_and_exports(tmp_path: Path) -> None:
     run = tmp_path / "run"
     torch.manual_seed(0)
@@ -238,13 +247,7 @@ def test_init_starts_a_new_run_from_other_weights_with_a_fresh_optimiser(tmp_pat
     _save(seeded / "checkpoint.npz", net, torch.optim.Adam(net.parameters()), 0)
     torch.manual_seed(0)
     train(replace(TINY, steps=4), seeded, device="cpu", progress=False, resume=True)
-    with np.load(tmp_path / "init" / "weights.npz") as a, np.load(seeded / "weights.npz") as b:
-        assert [k for k in a.files if k.startswith("model/")] == [
-            k for k in b.files if k.startswith("model/")
-        ]
-        for k in a.files:
-            if k.startswith("model/"):
-                np.testing.assert_array_equal(a[k], b[k])
+    _assert_same_network(tmp_path / "init" / "weights.npz", seeded / "weights.npz")
     try:
         train(TINY, first, device="cpu", progress=False, resume=True, init=first / "weights.npz")
     except ValueError as error:
@@ -280,11 +283,7 @@ def test_a_recipe_with_a_teacher_trains_the_whole_chain_in_one_command(
     main([name, "--device", "cpu", "--steps", "4", "--runs", str(two),
           "--init", str(two / "teach" / name / "weights.npz")])
     assert json.loads((two / name / "summary.json").read_text())["teacher_steps"] == 6
-    with np.load(run / "weights.npz") as a, np.load(two / name / "weights.npz") as b:
-        assert [k for k in a.files if k.startswith("model/")]
-        for k in a.files:
-            if k.startswith("model/"):
-                np.testing.assert_array_equal(a[k], b[k])
+    _assert_same_network(run / "weights.npz", two / name / "weights.npz")
 
     # --teacher-steps 0 starts at the pseudo-inverse, and says so in its command.
     main([name, "--device", "cpu", "--steps", "4", "--teacher-steps", "0",
