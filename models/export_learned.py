@@ -175,6 +175,8 @@ def _card(
             "crop": recipe.crop,
             "seconds": summary.get("train_seconds"),
             "hardware": summary.get("hardware"),
+            # bf16: the blocks' convolutions trained in bfloat16; the graph is float32.
+            "precision": summary.get("precision", "fp32"),
             "command": summary.get("command", f"python -m models.train {name}"),
             "launcher": summary.get("launcher"),
             "selection": summary.get("selection"),

@@ -54,7 +54,7 @@ SCORE_FLOOR = 1e-12
 #: shifts: its images live in the inscribed circle (the detector sees nothing
 #: outside it), which D4 maps onto itself and circular shifts do not, so under
 #: shifts every reconstructor scored poorly whatever its quality (TV 23.9 dB,
-#: the supervised net 15.3 dB at 40.9 dB PSNR; README "Learned models").
+#: the supervised net 15.3 dB at 40.9 dB PSNR; docs/training-log.md "CT's score uses D4").
 #: Uniform view sets are invariant to flips and, for an even view count, to
 #: rot90, so the CT score measures the reconstructor's own consistency.
 DEFAULT_GROUP = {

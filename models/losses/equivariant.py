@@ -34,7 +34,7 @@ Chosen per recipe (``models/train/recipes.py``):
   k-space at 4x; a test projects an image onto it), and a rotation off the grid
   would bring it into view. mri-ei draws a fresh mask every step, so other masks
   sample it: in an A/B, ``rotate`` trained no better than D4 and the error in that
-  part of k-space came out the same (README, "MRI: a fresh schedule, a TV step").
+  part of k-space came out the same (docs/training-log.md, "MRI: a fresh schedule, a TV step").
 * Inpainting, random pixel masks: ``shifts+D4``: no transform leaves such a mask
   invariant, and shifts add many more elements than D4's seven.
 

@@ -27,8 +27,9 @@ Why: small CNN blocks trained on textured photos leave the measurement noise in 
 regions, where TV removes it. The inpainting networks on the camera's sky: TV 49.1 dB,
 the supervised network 43.7, the EI network 42.8; TV-denoising the networks' outputs
 after the fact raised the validation mean of the EI network from 35.55 to 36.30 dB and
-of the supervised one from 36.07 to 36.68 (README, "inpainting: a final TV step"). Learned
-end to end, the weight is set by the training loss (SURE + EI needs no ground truth).
+of the supervised one from 36.07 to 36.68 (docs/training-log.md, "Inpainting: a final TV
+step"). Learned end to end, the weight is set by the training loss (SURE + EI needs no
+ground truth).
 Isotropic TV on the pixel grid is close to, not exactly, rotation invariant, so the step
 is for the plain CNN networks; the p4m ones stay exactly equivariant without it.
 
@@ -97,6 +98,9 @@ class Unrolled(nn.Module):
         # A resumed run may add it to a checkpoint without it: models.train.loop starts it
         # fresh and reads the saved optimiser state by the parameters the checkpoint has.
         self.log_tv = nn.Parameter(torch.tensor(math.log(tv_weight))) if tv_weight else None
+        # Set by models.train for ``precision="bf16"``: the blocks then run under autocast to
+        # this dtype while training (not in eval, validation or export, which stay float32).
+        self.train_dtype: torch.dtype | None = None
 
     def forward(
         self,
@@ -114,10 +118,18 @@ class Unrolled(nn.Module):
         for k, block in enumerate(self.blocks):
             residual = (forward(self.kernel, from_frame(x), params) - y) * scale_y
             x = x - self.steps[k] * to_frame(adjoint(self.kernel, residual, params)) * scale_x
-            x = block(x)
+            x = self._denoise(block, x)
         if self.log_tv is not None:
             x = tv_prox(x, self.log_tv.exp())
         return x
+
+    def _denoise(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and self.train_dtype):
+            return block(x)
+        # Only the convolutions change dtype: a block is x + f(x), and the sum with the
+        # float32 x stays float32, as do the data steps and the TV step around it.
+        with torch.autocast(x.device.type, dtype=self.train_dtype):
+            return block(x).float()
 
 
 class GroupAveraged(nn.Module):

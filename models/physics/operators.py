@@ -18,6 +18,7 @@ True
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,7 @@ class Physics:
         self._params = {k: torch.from_numpy(np.array(v)) for k, v in compiled.params.items()}
         self.device = torch.device("cpu")
         self._frobenius2: float | None = None
+        self._sparse: dict[torch.dtype, dict[str, torch.Tensor]] = {}
 
     def to(self, device: torch.device | str) -> Physics:
         """A copy whose parameter tensors live on ``device`` (inputs must live there too)."""
@@ -101,23 +103,57 @@ class Physics:
     def from_json(cls, spec: dict[str, Any], dtype: torch.dtype = torch.float32) -> Physics:
         return cls(compile_operator(_OPERATOR.validate_python(spec)), dtype)
 
-    def params(self, batch: int, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        """Parameter tensors repeated over a batch of ``batch`` (floats cast to ``dtype``)."""
+    def params(
+        self, batch: int, dtype: torch.dtype | None = None, sparse: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Parameter tensors repeated over a batch of ``batch`` (floats cast to ``dtype``):
+        the inputs of an exported graph.
+
+        ``sparse`` (torch only: ONNX has no sparse product): CT's matrix and its transpose
+        as one sparse CSR pair shared by the batch (``fwd_csr``, ``adj_csr``) in place of
+        the padded-ELL arrays copied per batch element, which made CT training spend most
+        of a step gathering and copying (``python -m bench.training_step``)."""
         dtype = dtype or self.dtype
+        skip = ("fwd_index", "fwd_weight", "adj_index", "adj_weight") if sparse else ()
         out = {}
         for name, value in self._params.items():
+            if name in skip:
+                continue
             v = value.to(dtype) if value.is_floating_point() else value
             out[name] = v.unsqueeze(0).expand(batch, *v.shape).contiguous()
+        if sparse and self.kernel == "ct":
+            out |= self._csr(dtype)
         return out
 
+    def _csr(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """CT's padded-ELL forward matrix as CSR, with its exact transpose (cached)."""
+        if dtype not in self._sparse:
+            index, weight = self._params["fwd_index"].cpu(), self._params["fwd_weight"].cpu()
+            rows = torch.arange(index[..., 0].numel()).repeat_interleave(index.shape[-1])
+            stored = weight.reshape(-1) != 0  # the padding of short rows
+            pixels = self.compiled.image_shape[0] * self.compiled.image_shape[1]
+            coo = torch.sparse_coo_tensor(
+                torch.stack([rows[stored], index.reshape(-1)[stored]]),
+                weight.reshape(-1)[stored].to(dtype),
+                (index[..., 0].numel(), pixels),
+                check_invariants=True,
+            ).coalesce()
+            with warnings.catch_warnings():  # "support is in beta": matmul is all we use
+                warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+                self._sparse[dtype] = {
+                    "fwd_csr": coo.to_sparse_csr().to(self.device),
+                    "adj_csr": coo.t().coalesce().to_sparse_csr().to(self.device),
+                }
+        return self._sparse[dtype]
+
     def A(self, x: torch.Tensor) -> torch.Tensor:
-        return functional.forward(self.kernel, x, self.params(x.shape[0], x.dtype))
+        return functional.forward(self.kernel, x, self.params(x.shape[0], x.dtype, sparse=True))
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return functional.adjoint(self.kernel, y, self.params(y.shape[0], y.dtype))
+        return functional.adjoint(self.kernel, y, self.params(y.shape[0], y.dtype, sparse=True))
 
     def A_dagger(self, y: torch.Tensor) -> torch.Tensor:
-        return functional.pinv(self.kernel, y, self.params(y.shape[0], y.dtype))
+        return functional.pinv(self.kernel, y, self.params(y.shape[0], y.dtype, sparse=True))
 
     def noise(self, y: torch.Tensor, sigma: float, generator: torch.Generator | None = None):
         """Gaussian noise of std ``sigma`` on every real component."""
@@ -132,7 +168,7 @@ class Physics:
         """``‖A‖₂`` by the power method on ``AᵀA`` from a deterministic start."""
         h, w = self.compiled.image_shape
         v = torch.ones(1, h, w, dtype=dtype)
-        params = self.params(1, dtype)
+        params = self.params(1, dtype, sparse=True)
         value = 0.0
         for _ in range(iterations):
             v = v / torch.linalg.vector_norm(v)

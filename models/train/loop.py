@@ -53,6 +53,7 @@ __all__ = [
     "operator_spec",
     "physics_for",
     "select_device",
+    "set_precision",
     "train",
     "validate",
     "validation_sigma",
@@ -74,6 +75,18 @@ def build_network(recipe: Recipe, kernel: str) -> Unrolled:
     block_type = {"cnn": CNNBlock, "p4m": P4MBlock}[recipe.block]
     blocks = [block_type(**recipe.block_args) for _ in range(recipe.stages)]
     return Unrolled(kernel, blocks, tv_weight=recipe.tv_weight)
+
+
+def set_precision(net: Unrolled, precision: str) -> None:
+    """Train ``net``'s blocks in ``precision``: "fp32", or "bf16" (autocast, and the
+    channels-last weights that oneDNN's bfloat16 convolutions on AMX / AVX512-BF16 want)."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision is fp32 or bf16, got {precision!r}")
+    if precision == "bf16":
+        for param in net.parameters():  # what Module.to(memory_format=...) does, typed
+            if param.dim() == 4:
+                param.data = param.data.contiguous(memory_format=torch.channels_last)
+        net.train_dtype = torch.bfloat16
 
 
 def operator_spec(recipe: Recipe, size: int, seed: int | None) -> dict[str, Any]:
@@ -118,7 +131,7 @@ def _reconstructor(
     net: Unrolled, physics: Physics, batch: int, device: torch.device
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``y -> net(y)`` for measurements of ``physics``."""
-    params = physics.params(batch)
+    params = physics.params(batch, sparse=True)
     inv_norm = torch.full((batch,), 1.0 / physics.compiled.norm, device=device)
     return lambda y: net(y, params, inv_norm)
 
@@ -181,7 +194,7 @@ def validate(recipe: Recipe, net: Unrolled, device: torch.device, count: int = V
         for i in range(min(count, len(source))):
             x = torch.from_numpy(np.asarray(source[i], np.float32))[None].to(device)
             y = physics(x, sigma, gen)
-            params = physics.params(1)
+            params = physics.params(1, sparse=True)
             inv_norm = torch.full((1,), 1.0 / physics.compiled.norm, device=device)
             mse = float(((net(y, params, inv_norm) - x) ** 2).mean())
             values.append(10 * math.log10(1.0 / max(mse, 1e-12)))
@@ -322,7 +335,7 @@ def train(
     step 0, that starts from those weights. Unlike ``resume`` it does not carry Adam's
     moments, which estimate the gradients of the loss they were trained on: after the
     TV teacher (``tv-teacher``) they made robust EI's first steps too long (resumed
-    across the switch, ct-ei fell from 45.38 to 43.83 dB in 200 steps; README).
+    across the switch, ct-ei fell from 45.38 to 43.83 dB in 200 steps; docs/training-log.md).
 
     ``time_budget`` (seconds, instead of ``steps``): after the warm-up, fix the step
     count so that the run ends within the budget at the speed measured so far; the
@@ -339,6 +352,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     physics0 = physics_for(operator_spec(recipe, recipe.crop, 0), dev)
     net = build_network(recipe, physics0.kernel).to(dev)
+    set_precision(net, recipe.precision)
     opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
     total = steps or recipe.steps
     if time_budget is not None:

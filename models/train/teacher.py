@@ -14,7 +14,7 @@ instead of at :math:`A^\dagger y`.
 
 Why: on CT's phantoms the EI objective scores TV's reconstructions better than any
 trained network (SURE + EI over rotations on 8 validation measurements: TV
-3.8e-5, the supervised net 6.5e-5, the EI net 1.05e-4; README, "CT: a TV teacher"),
+3.8e-5, the supervised net 6.5e-5, the EI net 1.05e-4; docs/training-log.md, "CT: a TV teacher"),
 and EI training from :math:`A^\dagger y` stopped ~2 dB below TV. Regressing onto TV
 is an ordinary supervised-style fit, far faster to train than EI (one pass per step
 instead of three), so the network reaches TV's neighbourhood in minutes.

@@ -234,3 +234,16 @@ def test_learned_graph(tmp_path: Path) -> None:
     assert set(rows) == {(False, True), (False, False), (True, False)}
     assert rows[True, False]["nodes"] > 10 * rows[False, False]["nodes"]
     assert all(row["batch1_ms"] > 0 and row["batch8_ms"] > 0 for row in rows.values())
+
+
+def test_training_step(tmp_path: Path) -> None:
+    """Training-side figures (not in run_all): both precisions and both CT layouts are
+    timed, and bfloat16 blocks give nearly the float32 gradient (it is the same network)."""
+    from bench import training_step
+
+    r = training_step.main(["--quick", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "training_step.json").read_text()) == r
+    (row,) = r["steps_rows"]
+    assert row["recipe"] == "inpainting-ei" and row["fp32_s"] > 0 and row["bf16_s"] > 0
+    assert row["grad_cosine"] > 0.99 and 0 < row["grad_rel_diff"] < 0.1
+    assert r["ct_products"]["ell_ms"] > 0 and r["ct_products"]["csr_ms"] > 0

@@ -103,7 +103,8 @@ def test_ei_objective_ranks_the_ct_networks_by_their_error() -> None:
     assert order == sorted(("ct-ei", "ct-mc", "ct-sup"), key=lambda m: -rows[m]["psnr_db"])
     assert order == ["ct-sup", "ct-ei", "ct-mc"]
     # ... but it scores the service's TV better still, though the supervised network is
-    # ~2 dB closer to the truth: the ceiling of EI training on these phantoms (README).
+    # ~2 dB closer to the truth: the ceiling of EI training on these phantoms
+    # (docs/training-log.md, "CT: a TV teacher").
     assert rows["tv"]["objective"] < rows["ct-sup"]["objective"]
     assert rows["tv"]["psnr_db"] < rows["ct-sup"]["psnr_db"]
     assert math.isnan(rows["ct-ei"]["moi"])  # one fixed view set: no other operator

@@ -125,7 +125,7 @@ def test_d4_never_brings_the_corners_of_k_space_into_a_column_mask_and_a_rotatio
     frequency whose row and column are both unsampled stays unsampled under every element
     of D4, so EI over D4 cannot teach it (about half of the non-constant k-space at 4x); a
     rotation by an angle off the grid moves it onto sampled columns. (mri-ei draws a fresh
-    mask every step, which covers it: README "MRI: a fresh schedule, a TV step".)"""
+    mask every step, which covers it: docs/training-log.md "MRI: a fresh schedule, a TV step".)"""
     from models.losses.equivariant import _dihedral, rotation
 
     physics = Physics.from_json(

@@ -291,3 +291,59 @@ def test_a_recipe_with_a_teacher_trains_the_whole_chain_in_one_command(
     plain = json.loads((tmp_path / "none" / name / "summary.json").read_text())
     assert not (tmp_path / "none" / name / "teacher").exists()
     assert "teacher_steps" not in plain and plain["command"].endswith("--teacher-steps 0")
+
+
+def test_bf16_blocks_train_in_bfloat16_and_validate_and_export_in_float32(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models.nets.blocks import CNNBlock
+    from models.train.__main__ import main
+    from models.train.loop import set_precision
+
+    physics = physics_for(operator_spec(TINY, 32, 0))
+    y = physics(torch.rand(2, 32, 32), 0.01, torch.Generator().manual_seed(0))
+    params, inv_norm = physics.params(2, sparse=True), torch.ones(2)
+    plain = build_network(TINY, "inpainting")
+    fast = build_network(TINY, "inpainting")
+    fast.load_state_dict(plain.state_dict())
+    set_precision(fast, "bf16")
+    assert all(p.dtype == torch.float32 for p in fast.parameters())
+    # Training: the blocks' convolutions round to bfloat16 (8 bits of mantissa) ...
+    with torch.no_grad():
+        train_plain, train_fast = plain(y, params, inv_norm), fast(y, params, inv_norm)
+    assert train_fast.dtype == torch.float32
+    assert 1e-5 < float((train_fast - train_plain).norm() / train_plain.norm()) < 1e-2
+    # ... the way autocast rounds them (the residual sum x + f(x) stays float32).
+    block = fast.blocks[0]
+    assert isinstance(block, CNNBlock)
+    x = torch.rand(2, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = x + block.net(x.unsqueeze(1)).squeeze(1).float()
+    torch.testing.assert_close(fast._denoise(block, x), want)
+    # Eval (validation, export, the served graph): float32, as if never set.
+    plain.eval()
+    fast.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(y, params, inv_norm), plain(y, params, inv_norm),
+                                   rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="fp32 or bf16"):
+        set_precision(plain, "fp16")
+
+    # Through the trainer: the recipe's EI loss falls as in float32, the command records it.
+    run = tmp_path / TINY.name
+    torch.manual_seed(0)  # train()'s initial weights
+    before = _ei_on_fixed_batch(build_network(TINY, "inpainting"))
+    summary = train(replace(TINY, precision="bf16"), run, device="cpu", progress=False)
+    trained = build_network(TINY, "inpainting")
+    load_weights(trained, run / "weights.npz")
+    assert _ei_on_fixed_batch(trained) < before
+    assert np.isfinite(summary["val_psnr_db"])
+    name = "tiny-bf16"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(RECIPES, name, replace(TINY, name=name))
+        main([name, "--device", "cpu", "--steps", "2", "--precision", "bf16",
+              "--runs", str(tmp_path)])
+    recorded = json.loads((tmp_path / name / "summary.json").read_text())
+    assert recorded["precision"] == "bf16"
+    assert recorded["command"].endswith("--steps 2 --precision bf16")
+    capsys.readouterr()

@@ -1,0 +1,166 @@
+"""What a training step costs on this machine: float32 against bfloat16 blocks, and CT's
+matrix products as padded ELL against sparse CSR.
+
+Issue 3 asks that each shipped model train in about 30 minutes on 2 CPU cores. For each
+EI recipe this times its training step (the recipe's loss: SURE + EI, three network
+passes and their backward) with the blocks in float32 and in bfloat16
+(``Recipe.precision``: autocast and channels-last weights, ``models.nets.unrolled``),
+the two arms interleaved in one process, and compares the two gradients at the same
+weights and batch (cosine similarity, relative norm of the difference): what bfloat16
+costs in fidelity. For CT it also times ``A`` and ``Aᵀ`` on a batch the way the
+exported graph computes them (a padded-ELL gather per batch element) and the way
+training now does (one CSR matrix shared by the batch, ``Physics.params(sparse=True)``).
+Training side (needs torch); not part of ``make bench``.
+
+    python -m bench.training_step [--quick] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from bench.common import fmt, md_table, results_dir, stats, write_results
+from models.physics import functional
+from models.train import loop
+from models.train.recipes import RECIPES, Recipe
+
+EI_RECIPES = ("ct-ei", "mri-ei", "inpainting-ei")
+
+
+class _Arm:
+    """One recipe at one precision: its network, optimiser and a step of its loss."""
+
+    def __init__(self, recipe: Recipe, precision: str) -> None:
+        self.recipe = dataclasses.replace(recipe, precision=precision)
+        torch.manual_seed(0)
+        kernel = loop.physics_for(loop.operator_spec(recipe, recipe.crop, 0)).kernel
+        self.net = loop.build_network(self.recipe, kernel)
+        loop.set_precision(self.net, precision)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-4)
+        self.batches = loop._batches(self.recipe, 0, 0, 0)
+        self.gen = torch.Generator().manual_seed(1)
+        self.step_index = 0
+
+    def loss(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        r = self.recipe
+        seed = self.step_index if r.vary else None
+        physics = loop.physics_for(loop.operator_spec(r, r.crop, seed))
+        return loop._loss(r, self.net, physics, x, loop._sigma(r, gen), gen, torch.device("cpu"))
+
+    def step(self) -> float:
+        began = time.perf_counter()
+        loss = self.loss(next(self.batches), self.gen)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step_index += 1
+        return time.perf_counter() - began
+
+    def gradient(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        self.net.zero_grad(set_to_none=True)
+        self.loss(x, torch.Generator().manual_seed(seed)).backward()
+        return torch.cat([p.grad.reshape(-1) for p in self.net.parameters() if p.grad is not None])
+
+
+def _step_times(recipe: Recipe, steps: int) -> dict[str, Any]:
+    arms = {p: _Arm(recipe, p) for p in ("fp32", "bf16")}
+    for arm in arms.values():  # warm-up: oneDNN picks and caches its kernels
+        arm.step()
+        arm.step()
+    seconds: dict[str, list[float]] = {p: [] for p in arms}
+    for _ in range(steps):  # interleaved, so that drift on a shared machine hits both
+        for p, arm in arms.items():
+            seconds[p].append(arm.step())
+    # The same weights, batch and noise through both precisions.
+    arms["bf16"].net.load_state_dict(arms["fp32"].net.state_dict())
+    x = next(arms["fp32"].batches)
+    g32, g16 = arms["fp32"].gradient(x, 7), arms["bf16"].gradient(x, 7)
+    fp32, bf16 = (stats(seconds[p])["median_ms"] / 1e3 for p in ("fp32", "bf16"))
+    return {
+        "recipe": recipe.name,
+        "batch": recipe.batch,
+        "fp32_s": round(fp32, 3),
+        "bf16_s": round(bf16, 3),
+        "speedup": round(fp32 / bf16, 2),
+        "grad_cosine": round(float(torch.nn.functional.cosine_similarity(g32, g16, dim=0)), 5),
+        "grad_rel_diff": round(float((g16 - g32).norm() / g32.norm()), 4),
+    }
+
+
+def _median_s(fn: Callable[[], Any], repeats: int) -> float:
+    fn()
+    seconds = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - began)
+    return stats(seconds)["median_ms"] / 1e3
+
+
+def _ct_products(batch: int, repeats: int) -> dict[str, Any]:
+    recipe = RECIPES["ct-ei"]
+    physics = loop.physics_for(loop.operator_spec(recipe, recipe.crop, None))
+    x = torch.rand(batch, recipe.crop, recipe.crop)
+    row: dict[str, Any] = {"batch": batch}
+    for layout, sparse in (("ell", False), ("csr", True)):
+
+        def products(sparse: bool = sparse) -> None:
+            params = physics.params(batch, sparse=sparse)  # as each training call builds them
+            functional.adjoint("ct", functional.forward("ct", x, params), params)
+
+        row[f"{layout}_ms"] = round(_median_s(products, repeats) * 1e3, 1)
+    row["speedup"] = round(row["ell_ms"] / row["csr_ms"], 1)
+    return row
+
+
+def measure(recipes: tuple[str, ...], steps: int, repeats: int) -> dict[str, Any]:
+    threads = torch.get_num_threads()
+    rows = []
+    for name in recipes:
+        rows.append(_step_times(RECIPES[name], steps))
+        print(rows[-1], flush=True)
+    ct = _ct_products(RECIPES["ct-ei"].batch, repeats)
+    print(ct, flush=True)
+    return {"threads": threads, "steps": steps, "steps_rows": rows, "ct_products": ct}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench.training_step")
+    parser.add_argument("--quick", action="store_true", help="inpainting-ei only, 3 steps")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    quick = (("inpainting-ei",), 3, 3)
+    result = measure(*quick) if args.quick else measure(EI_RECIPES, 10, 20)
+    steps = md_table(
+        ["recipe", "batch", "float32 s/step", "bfloat16 s/step", "speed-up",
+         "gradient cosine", "gradient rel. diff"],
+        [
+            [r["recipe"], r["batch"], fmt(r["fp32_s"], 3), fmt(r["bf16_s"], 3),
+             fmt(r["speedup"]), fmt(r["grad_cosine"], 5), fmt(r["grad_rel_diff"], 4)]
+            for r in result["steps_rows"]
+        ],
+    )
+    ct = result["ct_products"]
+    products = md_table(
+        ["CT A then Aᵀ, batch", "padded ELL ms", "sparse CSR ms", "speed-up"],
+        [[ct["batch"], fmt(ct["ell_ms"], 1), fmt(ct["csr_ms"], 1), fmt(ct["speedup"], 1)]],
+    )
+    print(steps + "\n" + products)
+    write_results(
+        results_dir(args.out, args.quick),
+        "training_step",
+        result,
+        f"# Training step ({result['threads']} threads, median of {result['steps']} steps)\n\n"
+        + steps + "\n" + products,
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()
