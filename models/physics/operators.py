@@ -114,6 +114,7 @@ class Physics:
         the padded-ELL arrays copied per batch element, which made CT training spend most
         of a step gathering and copying (``python -m bench.training_step``)."""
         dtype = dtype or self.dtype
+        sparse = sparse and self.kernel == "ct"
         skip = ("fwd_index", "fwd_weight", "adj_index", "adj_weight") if sparse else ()
         out = {}
         for name, value in self._params.items():
@@ -121,7 +122,7 @@ class Physics:
                 continue
             v = value.to(dtype) if value.is_floating_point() else value
             out[name] = v.unsqueeze(0).expand(batch, *v.shape).contiguous()
-        if sparse and self.kernel == "ct":
+        if sparse:
             out |= self._csr(dtype)
         return out
 
