@@ -284,7 +284,8 @@ def _csr_apply(v: torch.Tensor, matrix: torch.Tensor, out_shape: tuple[int, int]
 def _ell_pair(v: torch.Tensor, p: Params, a: str, b: str) -> torch.Tensor:
     if f"{a}_csr" in p:
         # Training (Physics.params(sparse=True)): one CSR matrix for the whole batch,
-        # ~20x faster than the padded-ELL gather on a CPU (bench.training_step).
+        # 31x faster than the padded-ELL gathers on 2 CPU cores (A then Aᵀ at batch 4:
+        # 2.1 against 66 ms, python -m bench.training_step).
         side = math.isqrt(p["adj_csr"].shape[0])  # CT images are square
         shapes = {"fwd": (-1, p["ramp"].shape[-1]), "adj": (side, side)}
         return _Transposed.apply(
