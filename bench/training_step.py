@@ -10,6 +10,8 @@ weights and batch (cosine similarity, relative norm of the difference): what bfl
 costs in fidelity. For CT it also times ``A`` and ``Aᵀ`` on a batch the way the
 exported graph computes them (a padded-ELL gather per batch element) and the way
 training now does (one CSR matrix shared by the batch, ``Physics.params(sparse=True)``).
+Last, inpainting-ei's bfloat16 step at several batch sizes under SURE + EI and MC + EI:
+the images per second a bigger batch or the cheaper loss would buy a 30-minute run.
 Training side (needs torch); not part of ``make bench``.
 
     python -m bench.training_step [--quick] [--out DIR]
@@ -119,7 +121,27 @@ def _ct_products(batch: int, repeats: int) -> dict[str, Any]:
     return row
 
 
-def measure(recipes: tuple[str, ...], steps: int, repeats: int) -> dict[str, Any]:
+def _batch_sweep(name: str, batches: tuple[int, ...], steps: int) -> list[dict[str, Any]]:
+    """bfloat16 steps of ``name`` at several batch sizes, under robust EI (SURE + EI: three
+    network passes) and MC + EI (two): what a bigger batch or the cheaper loss buys in
+    images per second (inpainting's 30-minute runs, docs/training-log.md)."""
+    rows = []
+    for loss in ("rei", "ei"):
+        for batch in batches:
+            arm = _Arm(dataclasses.replace(RECIPES[name], loss=loss, batch=batch), "bf16")
+            arm.step()  # oneDNN picks its kernels for this shape
+            seconds = stats([arm.step() for _ in range(steps)])["median_ms"] / 1e3
+            rows.append({
+                "recipe": name, "loss": loss, "batch": batch, "s_per_step": round(seconds, 3),
+                "ms_per_image": round(seconds / batch * 1e3, 1),
+            })
+            print(rows[-1], flush=True)
+    return rows
+
+
+def measure(
+    recipes: tuple[str, ...], steps: int, repeats: int, sweep: tuple[int, ...]
+) -> dict[str, Any]:
     threads = torch.get_num_threads()
     rows = []
     for name in recipes:
@@ -127,7 +149,11 @@ def measure(recipes: tuple[str, ...], steps: int, repeats: int) -> dict[str, Any
         print(rows[-1], flush=True)
     ct = _ct_products(RECIPES["ct-ei"].batch, repeats)
     print(ct, flush=True)
-    return {"threads": threads, "steps": steps, "steps_rows": rows, "ct_products": ct}
+    batches = _batch_sweep("inpainting-ei", sweep, steps)
+    return {
+        "threads": threads, "steps": steps, "steps_rows": rows, "ct_products": ct,
+        "batch_rows": batches,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -135,8 +161,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="inpainting-ei only, 3 steps")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
-    quick = (("inpainting-ei",), 3, 3)
-    result = measure(*quick) if args.quick else measure(EI_RECIPES, 10, 20)
+    quick = (("inpainting-ei",), 3, 3, (2, 4))
+    result = measure(*quick) if args.quick else measure(EI_RECIPES, 10, 20, (8, 16, 32))
     steps = md_table(
         ["recipe", "batch", "float32 s/step", "bfloat16 s/step", "speed-up",
          "gradient cosine", "gradient rel. diff"],
@@ -151,13 +177,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ["CT A then Aᵀ, batch", "padded ELL ms", "sparse CSR ms", "speed-up"],
         [[ct["batch"], fmt(ct["ell_ms"], 1), fmt(ct["csr_ms"], 1), fmt(ct["speedup"], 1)]],
     )
-    print(steps + "\n" + products)
+    batches = md_table(
+        ["recipe", "loss", "batch", "bfloat16 s/step", "ms per image"],
+        [
+            [r["recipe"], {"rei": "SURE + EI", "ei": "MC + EI"}[r["loss"]], r["batch"],
+             fmt(r["s_per_step"], 3), fmt(r["ms_per_image"], 1)]
+            for r in result["batch_rows"]
+        ],
+    )
+    print(steps + "\n" + products + "\n" + batches)
     write_results(
         results_dir(args.out, args.quick),
         "training_step",
         result,
         f"# Training step ({result['threads']} threads, median of {result['steps']} steps)\n\n"
-        + steps + "\n" + products,
+        + steps + "\n" + products + "\n" + batches,
     )
     return result
 

@@ -48,8 +48,8 @@ class Recipe:
     teacher_steps: int = 0
     teacher_batch: int = 8
     teacher_lr: float = 2e-3
-    # Batches of TV targets the teacher computes once and revisits (CT's TV takes ~0.6 s
-    # an image on 2 CPU cores: 128 batches of 8 took 10 min).
+    # Batches of TV targets the teacher computes once and revisits (CT's TV takes ~1 s an
+    # image on 2 CPU cores: 128 batches of 8 took 17 min, so ct-ei takes 64).
     teacher_batches: int = 128
     # "bf16": the blocks' convolutions run in bfloat16 while training (autocast, channels-last
     # weights; models.nets.unrolled), the rest in float32; what is exported and validated is
@@ -127,16 +127,17 @@ RECIPES: dict[str, Recipe] = {
             # shipped model starts from the TV teacher (teacher_steps, run first by
             # models.train): 46.07 dB against 44.36 from the pseudo-inverse, with the final TV
             # step (0.004: the post-hoc optimum on ct-ei's outputs, docs/training-log.md "CT:
-            # a TV teacher"). With bfloat16 blocks the chain fits 29 min on 2 CPU cores (15 of
-            # them the TV targets): 46.02 dB, the shipped model (docs/training-log.md "Thirty
-            # minutes on 2 CPU cores: bfloat16 blocks").
+            # a TV teacher"). With bfloat16 blocks and half the TV targets (512: they cost ~1 s
+            # each) the chain fits 30 min on 2 CPU cores with 1448 EI steps: 46.40 dB, the
+            # shipped model (docs/training-log.md "CT: half the TV targets, more EI steps").
             loss="rei",
             transform="rotate",
             ei_noise=True,
             lr=5e-4,
             tv_weight=0.004,
             teacher_steps=600,
-            steps=921,
+            teacher_batches=64,
+            steps=1448,
             precision="bf16",
             **_CT_ARGS,
             description="CT, 50 views: unrolled CNN ending in a learned TV step, started by "
@@ -193,7 +194,8 @@ RECIPES: dict[str, Recipe] = {
             # From scratch, the TV teacher and these steps of robust EI with bfloat16 blocks
             # fill 29 min on 2 CPU cores: 36.30 dB, below TV + 1 (36.36), so the shipped
             # network is still the longer chain's, 36.42 (docs/training-log.md "Thirty minutes
-            # on 2 CPU cores: bfloat16 blocks").
+            # on 2 CPU cores: bfloat16 blocks"). Batch 32, or MC + EI before robust EI as that
+            # chain began, did no better in 30 minutes ("Inpainting in 30 minutes").
             loss="rei",
             transform="shifts+D4",
             ei_noise=True,

@@ -247,3 +247,8 @@ def test_training_step(tmp_path: Path) -> None:
     assert row["recipe"] == "inpainting-ei" and row["fp32_s"] > 0 and row["bf16_s"] > 0
     assert row["grad_cosine"] > 0.99 and 0 < row["grad_rel_diff"] < 0.1
     assert r["ct_products"]["ell_ms"] > 0 and r["ct_products"]["csr_ms"] > 0
+    sweep = {(b["loss"], b["batch"]): b for b in r["batch_rows"]}
+    assert set(sweep) == {("rei", 2), ("rei", 4), ("ei", 2), ("ei", 4)}
+    for b in sweep.values():
+        assert b["s_per_step"] > 0  # rounded to ms, so per image within 0.3 ms:
+        assert b["ms_per_image"] == pytest.approx(b["s_per_step"] / b["batch"] * 1e3, abs=0.3)

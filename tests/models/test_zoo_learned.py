@@ -92,20 +92,22 @@ def test_ei_objective_of_the_shipped_models() -> None:
         assert 0 < r["psnr_db"] < 60
 
 
-def test_ei_objective_ranks_the_ct_networks_by_their_error() -> None:
-    """On the PSF phantoms with exact rotations, the EI objective (no ground truth) orders
-    CT's networks as their PSNR does: supervised, then EI, then MC-only; another group
-    can be asked for."""
+def test_ei_objective_separates_the_ct_networks_that_learned_the_null_space() -> None:
+    """On the PSF phantoms with exact rotations, the EI objective (no ground truth) scores
+    the MC-only network, 7 dB behind, several times worse than the EI and supervised ones;
+    another group can be asked for."""
     from models.evaluate import ei_objective
 
     rows = ei_objective("ct", count=2, draws=2)
-    order = sorted(("ct-ei", "ct-mc", "ct-sup"), key=lambda m: rows[m]["objective"])
-    assert order == sorted(("ct-ei", "ct-mc", "ct-sup"), key=lambda m: -rows[m]["psnr_db"])
-    assert order == ["ct-sup", "ct-ei", "ct-mc"]
-    # ... but it scores the service's TV better still, though the supervised network is
-    # ~2 dB closer to the truth: the ceiling of EI training on these phantoms
-    # (docs/training-log.md, "CT: a TV teacher").
-    assert rows["tv"]["objective"] < rows["ct-sup"]["objective"]
+    assert rows["ct-mc"]["psnr_db"] < min(rows[m]["psnr_db"] for m in ("ct-ei", "ct-sup"))
+    for model in ("ct-ei", "ct-sup"):
+        assert rows["ct-mc"]["objective"] > 2 * rows[model]["objective"]
+    # It scores the service's TV better still, though the supervised network is ~2 dB
+    # closer to the truth: the ceiling of EI training on these phantoms. (The shipped
+    # ct-ei now scores as low as the supervised network, lower on some images: the
+    # objective no longer sees their 2 dB; docs/training-log.md, "CT: half the TV
+    # targets, more EI steps".)
+    assert rows["tv"]["objective"] < min(rows[m]["objective"] for m in ("ct-ei", "ct-sup"))
     assert rows["tv"]["psnr_db"] < rows["ct-sup"]["psnr_db"]
     assert math.isnan(rows["ct-ei"]["moi"])  # one fixed view set: no other operator
     d4 = ei_objective("ct", count=2, draws=2, transform="D4")

@@ -6,6 +6,7 @@ import importlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.train.loop import learning_rate_factor
@@ -39,17 +40,18 @@ def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> No
                                 "multi-operator (fresh masks)")
 
 
-def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from dataclasses import replace
-
-    monkeypatch.setitem(RECIPES, "ct-ei", replace(RECIPES["ct-ei"], teacher_batches=2))
+def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(tmp_path: Path) -> None:
     runs, zoo = tmp_path / "runs", tmp_path / "zoo"
     common = ["ct-ei", "--device", "cpu", "--batch", "1", "--runs", str(runs)]
-    assert main(["train", *common, "--loss", "tv-teacher", "--steps", "2"]) == 0
-    assert main(["train", *common, "--loss", "rei", "--resume", "--steps", "3"]) == 0
+    teach = ["--loss", "tv-teacher", "--steps", "2", "--teacher-batches", "2"]
+    assert main(["train", *common, *teach]) == 0
     run = runs / "ct-ei"
+    # --teacher-batches: two batches of TV targets (of the recipe's 128), and the command says so
+    with np.load(run / "teacher.npz", allow_pickle=False) as data:
+        assert len(json.loads(str(data["specs"]))) == 2
+    taught = json.loads((run / "summary.json").read_text())
+    assert taught["command"].endswith("--steps 2 --teacher-batches 2")
+    assert main(["train", *common, "--loss", "rei", "--resume", "--steps", "3"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["step"], summary["loss_kind"], summary["teacher_steps"]) == (3, "rei", 2)
     # --init, the way to leave the teacher (a fresh optimiser), remembers it too.
@@ -120,6 +122,21 @@ def test_the_loss_override_is_for_ei_recipes(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit) as info:
         main(["train", "ct-sup", "--loss", "rei"])
     assert info.value.code == 2 and "applies to EI recipes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["ct-sup", "--teacher-batches", "4"], "applies to EI recipes and their TV teacher"),
+        (["ct-ei", "--teacher-batches", "0"], "--teacher-batches must be >= 1"),
+    ],
+)
+def test_teacher_batches_are_for_ei_recipes_and_at_least_one(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["train", *argv])
+    assert info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_the_multi_operator_term_needs_a_recipe_that_varies_its_operator(
