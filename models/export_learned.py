@@ -172,7 +172,7 @@ def _card(
             "noise_sigma": recipe.sigma,
             "steps": summary.get("step"),
             "batch": summary.get("batch", recipe.batch),
-            "crop": recipe.crop,
+            "crop": summary.get("crop", recipe.crop),
             "seconds": summary.get("train_seconds"),
             "hardware": summary.get("hardware"),
             # bf16: the blocks' convolutions trained in bfloat16; the graph is float32.

@@ -51,6 +51,8 @@ def _command(args: argparse.Namespace, steps: int) -> str:
     words = ["python -m models.train", args.recipe, "--device", args.device]
     if args.batch:
         words += ["--batch", str(args.batch)]
+    if args.crop is not None:
+        words += ["--crop", str(args.crop)]
     if args.alpha is not None:
         words += ["--alpha", str(args.alpha)]
     if args.transform is not None:
@@ -166,6 +168,13 @@ def main(argv: list[str] | None = None) -> None:
         help="re-measure T x̂ with the data's noise in the EI term (EI recipes)",
     )
     parser.add_argument(
+        "--crop",
+        type=int,
+        metavar="PX",
+        help="override the size of the training crops (recipes that train on crops: "
+        "inpainting, denoising; the others train at the served size)",
+    )
+    parser.add_argument(
         "--teacher-steps",
         type=int,
         metavar="N",
@@ -219,6 +228,14 @@ def main(argv: list[str] | None = None) -> None:
         )
     if args.batch:
         recipe = dataclasses.replace(recipe, batch=args.batch)
+    if args.crop is not None:
+        # CT's and MRI's operators couple every pixel: a crop would be another operator.
+        if recipe.family not in ("inpainting", "denoising"):
+            parser.error(f"--crop applies to pixel-wise operators; {recipe.name} trains at the "
+                         "served size")
+        if not 16 <= args.crop <= 256:
+            parser.error("--crop must be between 16 and 256 pixels")
+        recipe = dataclasses.replace(recipe, crop=args.crop)
     if args.alpha is not None:
         recipe = dataclasses.replace(recipe, alpha=args.alpha)
     if args.lr is not None:
@@ -292,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     # With a teacher run by this command, its time is part of the run's.
     summary["train_seconds"] = round(time.perf_counter() - began, 1)
     summary["batch"] = recipe.batch
+    summary["crop"] = recipe.crop
     summary["alpha"] = recipe.alpha
     summary["transform"] = recipe.transform
     summary["moi"] = recipe.moi

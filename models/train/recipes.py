@@ -195,7 +195,8 @@ RECIPES: dict[str, Recipe] = {
             # fill 29 min on 2 CPU cores: 36.30 dB, below TV + 1 (36.36), so the shipped
             # network is still the longer chain's, 36.42 (docs/training-log.md "Thirty minutes
             # on 2 CPU cores: bfloat16 blocks"). Batch 32, or MC + EI before robust EI as that
-            # chain began, did no better in 30 minutes ("Inpainting in 30 minutes").
+            # chain began, did no better in 30 minutes ("Inpainting in 30 minutes"), nor one
+            # EI transform per image or 128-pixel crops ("Inpainting: a transform per image").
             loss="rei",
             transform="shifts+D4",
             ei_noise=True,

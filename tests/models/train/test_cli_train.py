@@ -112,6 +112,19 @@ def test_noisy_re_measurement_is_for_ei_recipes(capsys: pytest.CaptureFixture[st
     assert info.value.code == 2 and "--ei-noise applies to EI recipes" in capsys.readouterr().err
 
 
+def test_the_crop_is_for_pixel_wise_operators_and_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["train", "ct-ei", "--crop", "64"])
+    assert info.value.code == 2 and "--crop applies to pixel-wise" in capsys.readouterr().err
+    argv = ["inpainting-sup", "--device", "cpu", "--batch", "1", "--crop", "32", "--steps", "1"]
+    assert main(["train", *argv, "--runs", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "inpainting-sup" / "summary.json").read_text())
+    assert summary["crop"] == 32
+    assert summary["command"] == "python -m models.train " + " ".join(argv)
+
+
 def test_the_tv_weight_is_not_negative(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["train", "inpainting-sup", "--tv-weight", "-0.1"])
