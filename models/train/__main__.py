@@ -22,7 +22,7 @@ from typing import Any
 
 from models.losses.equivariant import TRANSFORMS
 from models.train.loop import train
-from models.train.recipes import RECIPES, Recipe
+from models.train.recipes import PIXELWISE_FAMILIES, RECIPES, Recipe
 
 RUNS = Path(__file__).resolve().parents[2] / "runs"
 
@@ -229,8 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.batch:
         recipe = dataclasses.replace(recipe, batch=args.batch)
     if args.crop is not None:
-        # CT's and MRI's operators couple every pixel: a crop would be another operator.
-        if recipe.family not in ("inpainting", "denoising"):
+        if recipe.family not in PIXELWISE_FAMILIES:
             parser.error(f"--crop applies to pixel-wise operators; {recipe.name} trains at the "
                          "served size")
         if not 16 <= args.crop <= 256:

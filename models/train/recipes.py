@@ -14,9 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["RECIPES", "Recipe"]
+__all__ = ["PIXELWISE_FAMILIES", "RECIPES", "Recipe"]
 
 SIZE = 128
+#: Families whose operator acts pixel by pixel: on a crop it is the same operator on a
+#: smaller image, so their recipes may train on crops (``Recipe.crop``). CT's and MRI's
+#: operators couple every pixel: a crop would be another operator.
+PIXELWISE_FAMILIES = ("inpainting", "denoising")
 
 
 @dataclass(frozen=True)
