@@ -7,9 +7,11 @@ passes and their backward) with the blocks in float32 and in bfloat16
 (``Recipe.precision``: autocast and channels-last weights, ``models.nets.unrolled``),
 the two arms interleaved in one process, and compares the two gradients at the same
 weights and batch (cosine similarity, relative norm of the difference): what bfloat16
-costs in fidelity. For CT it also times ``A`` and ``Aᵀ`` on a batch the way the
-exported graph computes them (a padded-ELL gather per batch element) and the way
-training now does (one CSR matrix shared by the batch, ``Physics.params(sparse=True)``).
+costs in fidelity. Then the bfloat16 step eager against through ``torch.compile``
+(``Recipe.compile``; not with ``--quick``: compiling takes a minute or two). For CT it
+also times ``A`` and ``Aᵀ`` on a batch the way the exported graph computes them (a
+padded-ELL gather per batch element) and the way training now does (one CSR matrix
+shared by the batch, ``Physics.params(sparse=True)``).
 Last, inpainting-ei's bfloat16 step at several batch sizes under SURE + EI and MC + EI:
 the images per second a bigger batch or the cheaper loss would buy a 30-minute run.
 Training side (needs torch); not part of ``make bench``.
@@ -38,12 +40,14 @@ EI_RECIPES = ("ct-ei", "mri-ei", "inpainting-ei")
 class _Arm:
     """One recipe at one precision: its network, optimiser and a step of its loss."""
 
-    def __init__(self, recipe: Recipe, precision: str) -> None:
-        self.recipe = dataclasses.replace(recipe, precision=precision)
+    def __init__(self, recipe: Recipe, precision: str, compiled: bool = False) -> None:
+        self.recipe = dataclasses.replace(recipe, precision=precision, compile=compiled)
         torch.manual_seed(0)
         kernel = loop.physics_for(loop.operator_spec(recipe, recipe.crop, 0)).kernel
         self.net = loop.build_network(self.recipe, kernel)
         loop.set_precision(self.net, precision)
+        # As models.train.loop runs a recipe with ``compile``: the loss calls the compiled net.
+        self.model: Callable[..., torch.Tensor] = torch.compile(self.net) if compiled else self.net
         self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-4)
         self.batches = loop._batches(self.recipe, 0, 0, 0)
         self.gen = torch.Generator().manual_seed(1)
@@ -53,7 +57,7 @@ class _Arm:
         r = self.recipe
         seed = self.step_index if r.vary else None
         physics = loop.physics_for(loop.operator_spec(r, r.crop, seed))
-        return loop._loss(r, self.net, physics, x, loop._sigma(r, gen), gen, torch.device("cpu"))
+        return loop._loss(r, self.model, physics, x, loop._sigma(r, gen), gen, torch.device("cpu"))
 
     def step(self) -> float:
         began = time.perf_counter()
@@ -92,6 +96,28 @@ def _step_times(recipe: Recipe, steps: int) -> dict[str, Any]:
         "speedup": round(fp32 / bf16, 2),
         "grad_cosine": round(float(torch.nn.functional.cosine_similarity(g32, g16, dim=0)), 5),
         "grad_rel_diff": round(float((g16 - g32).norm() / g32.norm()), 4),
+    }
+
+
+def _compiled_step_times(recipe: Recipe, steps: int) -> dict[str, Any]:
+    """bfloat16 steps of ``recipe`` eager against through ``torch.compile``
+    (``Recipe.compile``), interleaved after the compiled arm's first steps compile."""
+    arms = {c: _Arm(recipe, "bf16", compiled=c) for c in (False, True)}
+    began = time.perf_counter()
+    for _ in range(3):  # the first compiles; a second shape may recompile
+        arms[True].step()
+    compile_s = time.perf_counter() - began
+    for _ in range(2):
+        arms[False].step()
+    seconds: dict[bool, list[float]] = {c: [] for c in arms}
+    for _ in range(steps):
+        for c, arm in arms.items():
+            seconds[c].append(arm.step())
+    eager, compiled = (stats(seconds[c])["median_ms"] / 1e3 for c in (False, True))
+    return {
+        "recipe": recipe.name, "batch": recipe.batch, "eager_s": round(eager, 3),
+        "compiled_s": round(compiled, 3), "speedup": round(eager / compiled, 2),
+        "first_steps_s": round(compile_s, 1),
     }
 
 
@@ -140,29 +166,35 @@ def _batch_sweep(name: str, batches: tuple[int, ...], steps: int) -> list[dict[s
 
 
 def measure(
-    recipes: tuple[str, ...], steps: int, repeats: int, sweep: tuple[int, ...]
+    recipes: tuple[str, ...], steps: int, repeats: int, sweep: tuple[int, ...], compiled: bool
 ) -> dict[str, Any]:
     threads = torch.get_num_threads()
     rows = []
     for name in recipes:
         rows.append(_step_times(RECIPES[name], steps))
         print(rows[-1], flush=True)
+    compiled_rows = []
+    for name in recipes if compiled else ():
+        compiled_rows.append(_compiled_step_times(RECIPES[name], steps))
+        print(compiled_rows[-1], flush=True)
     ct = _ct_products(RECIPES["ct-ei"].batch, repeats)
     print(ct, flush=True)
     batches = _batch_sweep("inpainting-ei", sweep, steps)
     return {
-        "threads": threads, "steps": steps, "steps_rows": rows, "ct_products": ct,
-        "batch_rows": batches,
+        "threads": threads, "steps": steps, "steps_rows": rows, "compiled_rows": compiled_rows,
+        "ct_products": ct, "batch_rows": batches,
     }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench.training_step")
-    parser.add_argument("--quick", action="store_true", help="inpainting-ei only, 3 steps")
+    parser.add_argument(
+        "--quick", action="store_true", help="inpainting-ei only, 3 steps, nothing compiled"
+    )
     parser.add_argument("--out")
     args = parser.parse_args(argv)
-    quick = (("inpainting-ei",), 3, 3, (2, 4))
-    result = measure(*quick) if args.quick else measure(EI_RECIPES, 10, 20, (8, 16, 32))
+    quick = (("inpainting-ei",), 3, 3, (2, 4), False)
+    result = measure(*quick) if args.quick else measure(EI_RECIPES, 10, 20, (8, 16, 32), True)
     steps = md_table(
         ["recipe", "batch", "float32 s/step", "bfloat16 s/step", "speed-up",
          "gradient cosine", "gradient rel. diff"],
@@ -170,6 +202,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             [r["recipe"], r["batch"], fmt(r["fp32_s"], 3), fmt(r["bf16_s"], 3),
              fmt(r["speedup"]), fmt(r["grad_cosine"], 5), fmt(r["grad_rel_diff"], 4)]
             for r in result["steps_rows"]
+        ],
+    )
+    compiled = md_table(
+        ["recipe", "batch", "bfloat16 s/step", "compiled s/step", "speed-up",
+         "first 3 compiled steps s"],
+        [
+            [r["recipe"], r["batch"], fmt(r["eager_s"], 3), fmt(r["compiled_s"], 3),
+             fmt(r["speedup"]), fmt(r["first_steps_s"], 1)]
+            for r in result["compiled_rows"]
         ],
     )
     ct = result["ct_products"]
@@ -185,13 +226,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for r in result["batch_rows"]
         ],
     )
-    print(steps + "\n" + products + "\n" + batches)
+    print(steps + "\n" + compiled + "\n" + products + "\n" + batches)
     write_results(
         results_dir(args.out, args.quick),
         "training_step",
         result,
         f"# Training step ({result['threads']} threads, median of {result['steps']} steps)\n\n"
-        + steps + "\n" + products + "\n" + batches,
+        + steps + "\n" + compiled + "\n" + products + "\n" + batches,
     )
     return result
 

@@ -177,6 +177,8 @@ def _card(
             "hardware": summary.get("hardware"),
             # bf16: the blocks' convolutions trained in bfloat16; the graph is float32.
             "precision": summary.get("precision", "fp32"),
+            # True: the loss ran the network through torch.compile (the same function).
+            "compiled": summary.get("compile", False),
             "command": summary.get("command", f"python -m models.train {name}"),
             "launcher": summary.get("launcher"),
             "selection": summary.get("selection"),

@@ -128,7 +128,7 @@ def _sigma(recipe: Recipe, gen: torch.Generator) -> float:
 
 
 def _reconstructor(
-    net: Unrolled, physics: Physics, batch: int, device: torch.device
+    net: Callable[..., torch.Tensor], physics: Physics, batch: int, device: torch.device
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``y -> net(y)`` for measurements of ``physics``."""
     params = physics.params(batch, sparse=True)
@@ -138,7 +138,7 @@ def _reconstructor(
 
 def _loss(
     recipe: Recipe,
-    net: Unrolled,
+    net: Callable[..., torch.Tensor],
     physics: Physics,
     x: torch.Tensor,
     sigma: float,
@@ -338,8 +338,9 @@ def train(
     across the switch, ct-ei fell from 45.38 to 43.83 dB in 200 steps; docs/training-log.md).
 
     ``time_budget`` (seconds, instead of ``steps``): after the warm-up, fix the step
-    count so that the run ends within the budget at the speed measured so far; the
-    summary's ``step`` is then the ``--steps`` that reproduces the run.
+    count so that the run ends within the budget at the speed of the warm-up's second
+    half (its first steps compile); the summary's ``step`` is then the ``--steps`` that
+    reproduces the run.
     """
     if recipe.moi and not recipe.vary:
         raise ValueError(f"{recipe.name}: the multi-operator term needs a varied operator seed")
@@ -353,6 +354,9 @@ def train(
     physics0 = physics_for(operator_spec(recipe, recipe.crop, 0), dev)
     net = build_network(recipe, physics0.kernel).to(dev)
     set_precision(net, recipe.precision)
+    # What the loss runs: ``net`` itself, or compiled (the same weights); validation,
+    # checkpoints and export use ``net``, in eval mode, uncompiled.
+    model: Callable[..., torch.Tensor] = torch.compile(net) if recipe.compile else net
     opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
     total = steps or recipe.steps
     if time_budget is not None:
@@ -394,11 +398,12 @@ def train(
     losses: list[float] = []
     summary: dict[str, Any] = {}
     step = start
+    timed_from, timed_began = recipe.warmup // 2, began
     while step < total:
         if teacher is not None:
             k = int(torch.randint(len(teacher), (1,), generator=gen))
             y = teacher.y[k].to(dev)
-            recon = _reconstructor(net, physics_for(teacher.specs[k], dev), y.shape[0], dev)
+            recon = _reconstructor(model, physics_for(teacher.specs[k], dev), y.shape[0], dev)
             loss = supervised_loss(recon(y), teacher.target[k].to(dev))
         else:
             x = next(batches).to(dev, non_blocking=True)
@@ -409,7 +414,7 @@ def train(
                 # Seeds from 2**30 up never meet the step seeds of the measurements.
                 fresh_seed = 2**30 + int(torch.randint(2**30, (1,), generator=gen))
                 fresh = physics_for(operator_spec(recipe, recipe.crop, fresh_seed), dev)
-            loss = _loss(recipe, net, physics, x, _sigma(recipe, gen), gen, dev, fresh)
+            loss = _loss(recipe, model, physics, x, _sigma(recipe, gen), gen, dev, fresh)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -417,13 +422,21 @@ def train(
         _set_lr(opt, recipe, step, total)
         losses.append(float(loss.detach()))
         bar.update(1)
+        if time_budget is not None and step == timed_from:
+            timed_began = time.perf_counter()
         if time_budget is not None and step == recipe.warmup:
-            elapsed = time.perf_counter() - began
+            now = time.perf_counter()
+            # The speed of the warm-up's second half: its first steps include compiling
+            # (torch.compile, oneDNN's kernel choice), which are not paid again.
+            seconds_per_step = (now - timed_began) / (step - timed_from)
             # 5% of the budget is kept for validation and checkpoints.
-            total = max(step + 1, int(step * (0.95 * time_budget - elapsed) / elapsed) + step)
+            remaining = 0.95 * time_budget - (now - began)
+            total = max(step + 1, step + int(remaining / seconds_per_step))
+            elapsed = now - began
             bar.reset(total=total)
             bar.update(step)
-            log(f"{recipe.name}: {step / elapsed:.1f} steps/s, training {total} steps")
+            log(f"{recipe.name}: {1 / seconds_per_step:.1f} steps/s after {elapsed:.0f} s, "
+                f"training {total} steps")
         if step % recipe.epoch_steps == 0 or step == total:
             net.eval()
             psnr = validate(recipe, net, dev)

@@ -21,7 +21,7 @@ def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> No
     # export: its export is tested on a tiny network (tests/models/train/test_train.py).
     argv = ["inpainting-ei", "--device", "cpu", "--batch", "2", "--loss", "rei", "--lr", "0.001",
             "--moi", "0.5", "--tv-weight", "0.0", "--ei-noise", "--steps", "2",
-            "--teacher-steps", "0"]
+            "--teacher-steps", "0", "--no-compile"]
     assert main(["train", *argv, "--runs", str(runs)]) == 0
     summary = json.loads((runs / "inpainting-ei" / "summary.json").read_text())
     assert summary["step"] == 2

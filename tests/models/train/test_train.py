@@ -39,6 +39,7 @@ TINY = replace(
     loss="ei",
     ei_noise=False,
     teacher_steps=0,
+    compile=False,  # the compiled loss has its own test below (compiling takes a minute)
 )
 
 
@@ -347,3 +348,66 @@ def test_bf16_blocks_train_in_bfloat16_and_validate_and_export_in_float32(
     assert recorded["precision"] == "bf16"
     assert recorded["command"].endswith("--steps 2 --precision bf16")
     capsys.readouterr()
+
+
+def test_a_compiled_loss_computes_the_same_loss_and_the_trainer_runs_it(tmp_path: Path) -> None:
+    from models.data.sources import batch, make_source
+    from models.train import loop
+
+    # torch.compile changes how the loss runs, not what it computes: the same value and
+    # gradient from the same weights, batch and noise draws (float32: to rounding).
+    recipe = replace(TINY, loss="rei", ei_noise=True, tv_weight=0.01, stages=1, precision="fp32")
+    physics = physics_for(operator_spec(recipe, 32, 0))
+    x = batch(make_source("natural", 32, "val"), range(4))
+    net = build_network(recipe, "inpainting")
+    results = []
+    for model in (net, torch.compile(net)):
+        net.zero_grad(set_to_none=True)
+        gen = torch.Generator().manual_seed(3)
+        loss = loop._loss(recipe, model, physics, x, 0.01, gen, torch.device("cpu"))
+        loss.backward()
+        results.append((loss.detach(), torch.cat([p.grad.flatten() for p in net.parameters()])))
+    (eager_loss, eager_grad), (compiled_loss, compiled_grad) = results
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=0.0)
+    assert float((compiled_grad - eager_grad).norm() / eager_grad.norm()) < 1e-4
+
+    # The trainer compiles what the loss runs, and saves the network's own weights.
+    compiled_modules = []
+
+    def spy(module: torch.nn.Module) -> object:
+        compiled_modules.append(module)
+        return real_compile(module)
+
+    real_compile = torch.compile
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "compile", spy)
+        summary = train(replace(recipe, compile=True, steps=3, epoch_steps=3),
+                        tmp_path / "run", device="cpu", progress=False)
+    assert len(compiled_modules) == 1 and isinstance(compiled_modules[0], type(net))
+    trained = build_network(recipe, "inpainting")
+    load_weights(trained, tmp_path / "run" / "weights.npz")  # strict: the plain names
+    assert summary["step"] == 3 and np.isfinite(summary["val_psnr_db"])
+
+
+def test_a_time_budget_is_spent_at_the_speed_after_the_first_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from models.train import loop
+
+    # A clock that the loss moves: the first step takes 60 s (compiling), each later one
+    # 0.5 s. TINY warms up over 4 steps and is timed over the last 2 of them.
+    clock = SimpleNamespace(now=0.0)
+    real_loss = loop._loss
+
+    def timed_loss(*args: object, **kwargs: object) -> torch.Tensor:
+        clock.now += 60.0 if clock.now == 0.0 else 0.5
+        return real_loss(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "_loss", timed_loss)
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    summary = train(TINY, tmp_path / "run", device="cpu", progress=False, time_budget=100)
+    # After 4 steps (61.5 s) the run has 0.95 x 100 - 61.5 = 33.5 s left at 0.5 s a step: 67
+    # more. Timed from the start, the 60 s would have made it 4 x 33.5 / 61.5 = 2 more.
+    assert TINY.warmup == 4 and summary["step"] == 4 + 67
