@@ -64,7 +64,8 @@ class Recipe:
     # the final TV step's 20 PDHG iterations (~30 small ops each) and the blocks' pointwise
     # work; the same function, ~1.5 min of compiling first. A bfloat16 step on 2 CPU cores:
     # inpainting-ei 0.47 -> 0.25 s, mri-ei 0.75 -> 0.49, ct-ei 0.92 -> 0.84 (its sparse
-    # products stay outside: not worth the compile) (python -m bench.training_step).
+    # products stay outside: not worth the compile) (docs/training-log.md "Inpainting: a
+    # compiled loss"; python -m bench.training_step).
     compile: bool = False
     # 5 stages of 32-channel, 5-layer blocks: 142k weights, ~70 ms per CT image on 2 CPU
     # cores with onnxruntime, so the served score (8 passes) stays well under a second.
@@ -208,6 +209,9 @@ RECIPES: dict[str, Recipe] = {
             # on 2 CPU cores: bfloat16 blocks"). Batch 32, or MC + EI before robust EI as that
             # chain began, did no better in 30 minutes ("Inpainting in 30 minutes"), nor one
             # EI transform per image or 128-pixel crops ("Inpainting: a transform per image").
+            # Compiled (the same steps in less time on a slow day), seeds 0 and 1 reach
+            # 36.26 and 36.34: runs differ by ±0.04 dB; 9068 steps in 30 min on a faster
+            # hour, 36.31: the plateau is the objective's ("Inpainting: a compiled loss").
             loss="rei",
             transform="shifts+D4",
             ei_noise=True,
