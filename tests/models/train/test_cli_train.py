@@ -98,8 +98,9 @@ def test_the_learning_rate_must_be_positive(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_the_tv_weight_is_recorded_for_the_export_and_the_command(tmp_path: Path) -> None:
+    # --no-compile: a one-step run is not worth compiling the recipe's loss for (~1.5 min)
     argv = ["inpainting-sup", "--device", "cpu", "--batch", "1", "--tv-weight", "0.02",
-            "--steps", "1"]
+            "--steps", "1", "--no-compile"]
     assert main(["train", *argv, "--runs", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "inpainting-sup" / "summary.json").read_text())
     assert summary["tv_weight"] == 0.02  # export_learned builds the network from it
@@ -118,7 +119,8 @@ def test_the_crop_is_for_pixel_wise_operators_and_recorded(
     with pytest.raises(SystemExit) as info:
         main(["train", "ct-ei", "--crop", "64"])
     assert info.value.code == 2 and "--crop applies to pixel-wise" in capsys.readouterr().err
-    argv = ["inpainting-sup", "--device", "cpu", "--batch", "1", "--crop", "32", "--steps", "1"]
+    argv = ["inpainting-sup", "--device", "cpu", "--batch", "1", "--crop", "32", "--steps", "1",
+            "--no-compile"]
     assert main(["train", *argv, "--runs", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "inpainting-sup" / "summary.json").read_text())
     assert summary["crop"] == 32
