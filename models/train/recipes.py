@@ -123,8 +123,8 @@ _INPAINT_ARGS: dict[str, Any] = {
     # The networks end with a learned TV step started at the service's automatic λ for
     # denoising at this σ (κ = 1, service.engine.LAMBDA_PER_SIGMA): small CNN blocks
     # trained on textured photos leave the noise in flat regions (docs/training-log.md,
-    # "Inpainting: a final TV step"). Learned to 0.0080 by robust EI (the shipped
-    # inpainting-ei), 0.0074 supervised.
+    # "Inpainting: a final TV step"). Learned to 0.0061 by robust EI (the shipped
+    # 48-channel inpainting-ei), 0.0038 supervised.
     "tv_weight": 0.01,
     # 48-channel blocks (316k weights): in the same 30 minutes on 2 CPU cores robust EI
     # reaches 36.47 dB where 32 channels plateau at 36.26-36.34 (docs/training-log.md
