@@ -36,6 +36,7 @@ __all__ = [
     "export_module",
     "export_zoo",
     "graph_inputs",
+    "run_graph",
     "write_manifest",
 ]
 
@@ -50,28 +51,33 @@ _STATE_INPUTS = {"x", "xbar", "p", "q", "y", "inv_norm", "lam", "lower", "ratio"
 BATCH = 3
 
 
-class _Graph(torch.nn.Module):
-    """Adapts a kernel function to positional ONNX inputs (state first, then params)."""
+def run_graph(
+    role: str, kernel: str, inputs: dict[str, torch.Tensor]
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """What the graph ``{kernel}.{role}`` computes, on its inputs by name (state, operator
+    parameters, TV scalars): the export traces this, and models.train.teacher runs it in
+    torch for the service's TV loop."""
+    params = {k: v for k, v in inputs.items() if k not in _STATE_INPUTS}
+    if role == "forward":
+        return functional.forward(kernel, inputs["x"], params)
+    if role == "adjoint":
+        return functional.adjoint(kernel, inputs["y"], params)
+    if role == "pinv":
+        return functional.pinv(kernel, inputs["y"], params)
+    x, xbar, p, q, y = (inputs[k] for k in ("x", "xbar", "p", "q", "y"))
+    inv_norm, lam, lower, ratio = (inputs[k] for k in ("inv_norm", "lam", "lower", "ratio"))
+    return tv_block(kernel, x, xbar, p, q, y, params, inv_norm, lam, lower, ratio)
 
-    def __init__(self, role: str, kernel: str, param_names: list[str]) -> None:
+
+class _Graph(torch.nn.Module):
+    """Adapts :func:`run_graph` to positional ONNX inputs named ``names``."""
+
+    def __init__(self, role: str, kernel: str, names: list[str]) -> None:
         super().__init__()
-        self.role, self.kernel, self.param_names = role, kernel, param_names
+        self.role, self.kernel, self.names = role, kernel, names
 
     def forward(self, *inputs: torch.Tensor):
-        n_state = {"forward": 1, "adjoint": 1, "pinv": 1, "tv": 5}[self.role]
-        state = inputs[:n_state]
-        params = dict(
-            zip(self.param_names, inputs[n_state : n_state + len(self.param_names)], strict=True)
-        )
-        if self.role == "forward":
-            return functional.forward(self.kernel, state[0], params)
-        if self.role == "adjoint":
-            return functional.adjoint(self.kernel, state[0], params)
-        if self.role == "pinv":
-            return functional.pinv(self.kernel, state[0], params)
-        inv_norm, lam, lower, ratio = inputs[n_state + len(self.param_names) :]
-        x, xbar, p, q, y = state
-        return tv_block(self.kernel, x, xbar, p, q, y, params, inv_norm, lam, lower, ratio)
+        return run_graph(self.role, self.kernel, dict(zip(self.names, inputs, strict=True)))
 
 
 def graph_inputs(role: str, kernel: str) -> tuple[list[str], list[torch.Tensor], list[str]]:
@@ -117,8 +123,7 @@ def _dynamic_shapes(kernel: str, names: list[str], tensors: list[torch.Tensor]):
 def export_graph(role: str, kernel: str, path: Path) -> None:
     """Export one graph deterministically to ``path``."""
     names, tensors, outputs = graph_inputs(role, kernel)
-    param_names = [n for n in names if n not in _STATE_INPUTS]
-    export_module(_Graph(role, kernel, param_names), kernel, names, tensors, outputs, path)
+    export_module(_Graph(role, kernel, names), kernel, names, tensors, outputs, path)
 
 
 def export_module(

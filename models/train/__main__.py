@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         metavar="N",
         help="override how many batches of TV targets the teacher computes once and revisits "
-        "(CT's TV costs ~1 s an image: 128 batches of 8 took 17 of a 30-minute ct-ei run); "
+        "(CT's TV costs ~0.1 s an image, computed in torch); "
         "ignored with --resume or --init, and by a resumed teacher, which reads its cached targets",
     )
     parser.add_argument(

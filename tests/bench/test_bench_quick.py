@@ -252,3 +252,16 @@ def test_training_step(tmp_path: Path) -> None:
     for b in sweep.values():
         assert b["s_per_step"] > 0  # rounded to ms, so per image within 0.3 ms:
         assert b["ms_per_image"] == pytest.approx(b["s_per_step"] / b["batch"] * 1e3, abs=0.3)
+
+
+def test_teacher_tv(tmp_path: Path) -> None:
+    """Training-side figures (not in run_all): both ways of computing the TV teacher's
+    targets are timed for every EI recipe, and they give the same images."""
+    from bench import teacher_tv
+
+    r = teacher_tv.main(["--quick", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "teacher_tv.json").read_text()) == r
+    assert [row["recipe"] for row in r["rows"]] == ["ct-ei", "mri-ei", "inpainting-ei"]
+    for row in r["rows"]:
+        assert row["ort_s_per_image"] > 0 and row["torch_s_per_image"] > 0
+        assert row["max_rel_diff"] < 1e-3

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from models.export import _STATE_INPUTS as _STATE
-from models.export import ROLES, ZOO, _Graph, export_graph, graph_inputs
+from models.export import ROLES, ZOO, export_graph, graph_inputs, run_graph
 from models.physics.operators import OPERATORS
 from service.zoo import Zoo, ZooError
 
@@ -29,7 +29,7 @@ def test_shipped_graph_matches_torch(kernel: str, role: str) -> None:
     )
     got = session.run(None, {n: t.numpy() for n, t in zip(names, tensors, strict=True)})
     with torch.no_grad():
-        want = _Graph(role, kernel, [n for n in names if n not in _STATE])(*tensors)
+        want = run_graph(role, kernel, dict(zip(names, tensors, strict=True)))
     want = want if isinstance(want, tuple) else (want,)
     for g, w in zip(got, want, strict=True):
         w = w.numpy()

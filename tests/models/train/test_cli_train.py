@@ -46,7 +46,7 @@ def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(tmp_path: Path) -
     teach = ["--loss", "tv-teacher", "--steps", "2", "--teacher-batches", "2"]
     assert main(["train", *common, *teach]) == 0
     run = runs / "ct-ei"
-    # --teacher-batches: two batches of TV targets (not the recipe's 64), and the command says so
+    # --teacher-batches: two batches of TV targets (not the recipe's 32), and the command says so
     with np.load(run / "teacher.npz", allow_pickle=False) as data:
         assert len(json.loads(str(data["specs"]))) == 2
     taught = json.loads((run / "summary.json").read_text())

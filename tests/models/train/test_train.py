@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from models.export import ZOO
 from models.export_learned import export_learned, learned_inputs
 from models.losses import ei_loss, moi_loss, random_transform
 from models.nets.unrolled import GroupAveraged
@@ -183,10 +184,39 @@ def test_a_resumed_run_adds_the_final_tv_step_and_exports_it(tmp_path: Path) -> 
     assert "final TV proximal step (learned weight" in architecture
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"type": "ct", "shape": [48, 48], "angles": {"uniform": {"count": 20}}},
+        {"type": "mri", "shape": [48, 48],
+         "mask": {"cartesian": {"acceleration": 4, "center_fraction": 0.08, "seed": 1}}},
+        {"type": "inpainting", "shape": [48, 48], "mask": {"random": {"keep": 0.5, "seed": 2}}},
+    ],
+    ids=lambda spec: spec["type"],
+)
+def test_the_teachers_tv_runs_in_torch_and_is_the_services_tv(spec: dict) -> None:
+    """The teacher computes its targets with the service's TV loop on the torch functions
+    the graphs were exported from (CT through a sparse CSR matrix): the same images as the
+    service's onnxruntime graphs give, to float error."""
+    from models.data.sources import batch, make_source
+    from models.train import teacher
+    from service.engine import Engine
+
+    physics = physics_for(spec)
+    x = batch(make_source("ellipses", 48, "val"), range(3))
+    clean = physics.A(x)
+    sigma = 0.02 * float(clean.abs().max())
+    y = clean + sigma * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    want = teacher.service_tv(physics, y.numpy(), sigma, Engine(Zoo.load(ZOO), "cpu"))
+    got = teacher.service_tv(physics, y.numpy(), sigma)
+    # A reconstruction of x (not, say, zeros), and the service's to float error.
+    assert float(np.abs(got - x.numpy()).mean()) < 0.5 * float(np.abs(x.numpy()).mean())
+    np.testing.assert_allclose(got, want, atol=1e-4 * float(np.abs(want).max()))
+
+
 def test_the_tv_teacher_fits_the_services_tv_and_an_ei_run_resumes_from_it(
     tmp_path: Path,
 ) -> None:
-    from models.export import ZOO
     from models.train import teacher
     from service.engine import Engine
 
@@ -215,8 +245,8 @@ def test_the_tv_teacher_fits_the_services_tv_and_an_ei_run_resumes_from_it(
     # Each target is the service's own TV reconstruction of its measurement...
     engine = Engine(Zoo.load(ZOO), "cpu")
     for y, target, spec in zip(cached.y, cached.target, cached.specs, strict=True):
-        again = teacher._tv(engine, spec, y.numpy(), TINY.sigma)
-        np.testing.assert_allclose(target.numpy(), again, atol=1e-6)
+        again = teacher.service_tv(physics_for(spec), y.numpy(), TINY.sigma, engine)
+        np.testing.assert_allclose(target.numpy(), again, atol=1e-5)
     # ... with a different mask per batch, as the recipe varies its mask,
     assert len({json.dumps(s, sort_keys=True) for s in cached.specs}) == 3
     # ... and the network learned to reproduce them.
