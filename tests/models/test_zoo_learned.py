@@ -102,12 +102,13 @@ def test_ei_objective_separates_the_ct_networks_that_learned_the_null_space() ->
     assert rows["ct-mc"]["psnr_db"] < min(rows[m]["psnr_db"] for m in ("ct-ei", "ct-sup"))
     for model in ("ct-ei", "ct-sup"):
         assert rows["ct-mc"]["objective"] > 2 * rows[model]["objective"]
-    # It scores the service's TV better still, though the supervised network is ~2 dB
-    # closer to the truth: the ceiling of EI training on these phantoms. (The shipped
-    # ct-ei now scores as low as the supervised network, lower on some images: the
-    # objective no longer sees their 2 dB; docs/training-log.md, "CT: half the TV
-    # targets, more EI steps".)
-    assert rows["tv"]["objective"] < min(rows[m]["objective"] for m in ("ct-ei", "ct-sup"))
+    # The service's TV fits the measurements best (SURE), though the supervised network is
+    # ~2 dB closer to the truth; the EI network, trained for it, re-reconstructs its own
+    # turned outputs better than TV does (the EI term). On 8 images TV's sum is still the
+    # lowest, on these 2 the 48-channel ct-ei's is (docs/training-log.md, "CT: 48-channel
+    # blocks, a quarter of the TV targets").
+    assert rows["tv"]["sure"] < min(rows[m]["sure"] for m in ("ct-ei", "ct-sup"))
+    assert rows["ct-ei"]["ei"] < rows["tv"]["ei"]
     assert rows["tv"]["psnr_db"] < rows["ct-sup"]["psnr_db"]
     assert math.isnan(rows["ct-ei"]["moi"])  # one fixed view set: no other operator
     d4 = ei_objective("ct", count=2, draws=2, transform="D4")
