@@ -83,16 +83,15 @@ def teacher_set(
             )
         log(f"TV teacher: {len(specs)} batches from {path}")
         return cached
-    operators: dict[str, Physics] = {}
+    from models.train.loop import physics_for  # here: the loop imports this module
+
     teacher = TeacherSet([], [], [])
     stream = measurements()
     for k in range(batches):
         y, spec, sigma = next(stream)
         teacher.y.append(y.cpu())
-        key = json.dumps(spec, sort_keys=True)
-        if key not in operators:  # CT's CSR matrix is built once per operator
-            operators[key] = Physics.from_json(spec)
-        op = operators[key]
+        # The training loop's cached operator: CT's CSR matrix is built once for both.
+        op = physics_for(spec)
         teacher.target.append(torch.from_numpy(service_tv(op, y.cpu().numpy(), sigma)))
         teacher.specs.append(spec)
         if k == 0 or (k + 1) % 16 == 0:
