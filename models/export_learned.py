@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from models.export import ZOO, export_module, write_manifest
-from models.nets.unrolled import GroupAveraged
+from models.nets.unrolled import DC_ITERATIONS, GroupAveraged
 from models.train.loop import build_network, load_weights, operator_spec, physics_for
 from models.train.recipes import RECIPES, Recipe
 
@@ -65,8 +65,13 @@ def export_learned(recipe: Recipe, run: Path, zoo: Path = ZOO, average: bool = F
     """
     name = recipe.name + (AVERAGED_SUFFIX if average else "")
     summary = _summary(run)
-    # A run may add or drop the final TV step (models.train --tv-weight).
-    recipe = dataclasses.replace(recipe, tv_weight=summary.get("tv_weight", recipe.tv_weight))
+    # A run may add or drop the final TV step (models.train --tv-weight); runs from before
+    # the data-consistency stage have none.
+    recipe = dataclasses.replace(
+        recipe,
+        tv_weight=summary.get("tv_weight", recipe.tv_weight),
+        dc_weight=summary.get("dc_weight", 0.0),
+    )
     physics = physics_for(operator_spec(recipe, recipe.operator["shape"][0], 0))
     net = build_network(recipe, physics.kernel)
     load_weights(net, run / "weights.npz")
@@ -105,7 +110,15 @@ def _tv_step(net: torch.nn.Module) -> str:
     log_tv = getattr(net, "log_tv", None)
     if log_tv is None:
         return ""
-    return f", final TV proximal step (learned weight {float(log_tv.detach().exp()):.3g})"
+    text = f", final TV proximal step (learned weight {float(log_tv.detach().exp()):.3g})"
+    log_dc, log_dc_tv = getattr(net, "log_dc", None), getattr(net, "log_dc_tv", None)
+    if log_dc is None or log_dc_tv is None:
+        return text
+    return text + (
+        f", then data consistency ({DC_ITERATIONS} conjugate-gradient iterations, learned "
+        f"proximal weight {float(log_dc.detach().exp()):.3g}) and a second TV step "
+        f"(learned weight {float(log_dc_tv.detach().exp()):.3g})"
+    )
 
 
 def _summary(run: Path) -> dict[str, Any]:

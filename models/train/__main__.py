@@ -65,6 +65,8 @@ def _command(args: argparse.Namespace, steps: int) -> str:
         words += ["--moi", str(args.moi)]
     if args.tv_weight is not None:
         words += ["--tv-weight", str(args.tv_weight)]
+    if args.dc_weight is not None:
+        words += ["--dc-weight", str(args.dc_weight)]
     if args.ei_noise:
         words += ["--ei-noise"]
     if args.resume:
@@ -163,6 +165,14 @@ def main(argv: list[str] | None = None) -> None:
         metavar="WEIGHT",
         help="override the starting weight of the network's final learned TV step (0: none; "
         "with --resume, a checkpoint without one starts it at WEIGHT)",
+    )
+    parser.add_argument(
+        "--dc-weight",
+        type=float,
+        metavar="MU",
+        help="end the network with data consistency (conjugate gradients on the data term "
+        "near the output, proximal weight learned from MU) and a second TV step; needs a "
+        "TV step (--tv-weight); 0: none",
     )
     parser.add_argument(
         "--ei-noise",
@@ -265,6 +275,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.tv_weight < 0:
             parser.error("--tv-weight is a weight: >= 0")
         recipe = dataclasses.replace(recipe, tv_weight=args.tv_weight)
+    if args.dc_weight is not None:
+        if args.dc_weight < 0 or (args.dc_weight and not recipe.tv_weight):
+            parser.error("--dc-weight is a weight >= 0 and needs a TV step (--tv-weight)")
+        recipe = dataclasses.replace(recipe, dc_weight=args.dc_weight)
     if args.ei_noise:
         _require_ei(parser, recipe, "--ei-noise")
         recipe = dataclasses.replace(recipe, ei_noise=True)
@@ -323,6 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     summary["transform"] = recipe.transform
     summary["moi"] = recipe.moi
     summary["tv_weight"] = recipe.tv_weight
+    summary["dc_weight"] = recipe.dc_weight
     summary["ei_noise"] = recipe.ei_noise
     summary["loss_kind"] = recipe.loss
     summary["precision"] = recipe.precision

@@ -74,7 +74,7 @@ def build_network(recipe: Recipe, kernel: str) -> Unrolled:
 
     block_type = {"cnn": CNNBlock, "p4m": P4MBlock}[recipe.block]
     blocks = [block_type(**recipe.block_args) for _ in range(recipe.stages)]
-    return Unrolled(kernel, blocks, tv_weight=recipe.tv_weight)
+    return Unrolled(kernel, blocks, tv_weight=recipe.tv_weight, dc_weight=recipe.dc_weight)
 
 
 def set_precision(net: Unrolled, precision: str) -> None:

@@ -45,6 +45,13 @@ class Recipe:
     # Starting weight of the network's final learned TV proximal step (models.nets.unrolled);
     # 0: none.
     tv_weight: float = 0.0
+    # Starting proximal weight μ of a data-consistency stage after the TV step
+    # (models.nets.unrolled: conjugate gradients on the data term near the output, then a
+    # second learned TV step); 0: none. Needs tv_weight. No recipe ships with it yet: it
+    # lifts ct-ei from 47.33 to 48.23 dB in the same 30 minutes, but the supervised
+    # baseline with it spiked late in both runs (docs/training-log.md "CT: a
+    # data-consistency stage").
+    dc_weight: float = 0.0
     # Steps of the TV teacher (models.train.teacher: reproduce the service's TV
     # reconstruction, no ground truth) that start a run from scratch, at their own batch and
     # peak learning rate; the recipe's loss then continues from the teacher's weights with a
