@@ -16,7 +16,7 @@ from models.export_learned import export_learned, learned_inputs
 from models.losses import ei_loss, moi_loss, random_transform
 from models.nets.unrolled import GroupAveraged
 from models.train.loop import build_network, load_weights, operator_spec, physics_for, train
-from models.train.recipes import RECIPES
+from models.train.recipes import RECIPES, Recipe
 from service.zoo import Zoo
 
 TINY = replace(
@@ -145,6 +145,18 @@ def test_the_multi_operator_term_teaches_consistency_across_masks(tmp_path: Path
     assert values[1.0] < values[0.0]
 
 
+def _graph_matches_network(path: Path, recipe: Recipe, net: torch.nn.Module) -> torch.Tensor:
+    """The exported graph at ``path`` computes what ``net`` does (1e-4) on the recipe's
+    export inputs; returns the network's output."""
+    names, tensors = learned_inputs(recipe)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {n: t.numpy() for n, t in zip(names, tensors, strict=True)})[0]
+    with torch.no_grad():
+        want = net(tensors[0], dict(zip(names[1:-1], tensors[1:-1], strict=True)), tensors[-1])
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+    return want
+
+
 def test_a_resumed_run_adds_the_final_tv_step_and_exports_it(tmp_path: Path) -> None:
     run, zoo = tmp_path / "run", tmp_path / "zoo"
     train(replace(TINY, steps=8), run, device="cpu", progress=False)
@@ -172,13 +184,7 @@ def test_a_resumed_run_adds_the_final_tv_step_and_exports_it(tmp_path: Path) -> 
     # The export builds the network the run trained, as its summary says (models.train
     # writes tv_weight there), even where the recipe has no TV step.
     (run / "summary.json").write_text(json.dumps({"tv_weight": 0.01}))
-    path = export_learned(TINY, run, zoo)
-    names, tensors = learned_inputs(with_tv)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {n: t.numpy() for n, t in zip(names, tensors, strict=True)})[0]
-    with torch.no_grad():
-        want = net(tensors[0], dict(zip(names[1:-1], tensors[1:-1], strict=True)), tensors[-1])
-    np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+    want = _graph_matches_network(export_learned(TINY, run, zoo), with_tv, net)
     assert float(want.min()) >= 0.0  # the step includes positivity
     architecture = Zoo.load(zoo).cards["tiny-inpainting-ei"].raw["network"]["architecture"]
     assert "final TV proximal step (learned weight" in architecture
@@ -200,13 +206,7 @@ def test_a_ct_network_with_data_consistency_trains_and_exports(tmp_path: Path) -
     load_weights(net, run / "weights.npz")
     assert net.log_dc is not None and float(net.log_dc.detach().exp()) != 0.01  # trained
     net.eval()
-    path = export_learned(recipe, run, zoo)
-    names, tensors = learned_inputs(recipe)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {n: t.numpy() for n, t in zip(names, tensors, strict=True)})[0]
-    with torch.no_grad():
-        want = net(tensors[0], dict(zip(names[1:-1], tensors[1:-1], strict=True)), tensors[-1])
-    np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+    _graph_matches_network(export_learned(recipe, run, zoo), recipe, net)
     architecture = Zoo.load(zoo).cards["tiny-ct-ei"].raw["network"]["architecture"]
     assert "then data consistency (5 conjugate-gradient iterations" in architecture
     # From the command line: the stage needs the TV step before it.
