@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from models.export import ZOO, export_module, write_manifest
-from models.nets.unrolled import DC_ITERATIONS, GroupAveraged
+from models.nets.unrolled import GroupAveraged
 from models.train.loop import build_network, load_weights, operator_spec, physics_for
 from models.train.recipes import RECIPES, Recipe
 
@@ -70,7 +70,7 @@ def export_learned(recipe: Recipe, run: Path, zoo: Path = ZOO, average: bool = F
     recipe = dataclasses.replace(
         recipe,
         tv_weight=summary.get("tv_weight", recipe.tv_weight),
-        dc_weight=summary.get("dc_weight", 0.0),
+        dc_step=summary.get("dc_step", 0.0),
     )
     physics = physics_for(operator_spec(recipe, recipe.operator["shape"][0], 0))
     net = build_network(recipe, physics.kernel)
@@ -115,8 +115,8 @@ def _tv_step(net: torch.nn.Module) -> str:
     if log_dc is None or log_dc_tv is None:
         return text
     return text + (
-        f", then data consistency ({DC_ITERATIONS} conjugate-gradient iterations, learned "
-        f"proximal weight {float(log_dc.detach().exp()):.3g}) and a second TV step "
+        f", then data consistency (x + α A†(y - A x), learned α "
+        f"{float(log_dc.detach().exp()):.3g}) and a second TV step "
         f"(learned weight {float(log_dc_tv.detach().exp()):.3g})"
     )
 
@@ -183,7 +183,8 @@ def _card(
             "operator": recipe.operator,
             "varied": recipe.vary,
             "noise_sigma": recipe.sigma,
-            "steps": summary.get("step"),
+            # A chain of runs (models.train --init) counts the steps of all of them.
+            "steps": summary.get("chain_steps", summary.get("step")),
             "batch": summary.get("batch", recipe.batch),
             "crop": summary.get("crop", recipe.crop),
             "seconds": summary.get("train_seconds"),

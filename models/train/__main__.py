@@ -65,8 +65,8 @@ def _command(args: argparse.Namespace, steps: int) -> str:
         words += ["--moi", str(args.moi)]
     if args.tv_weight is not None:
         words += ["--tv-weight", str(args.tv_weight)]
-    if args.dc_weight is not None:
-        words += ["--dc-weight", str(args.dc_weight)]
+    if args.dc_step is not None:
+        words += ["--dc-step", str(args.dc_step)]
     if args.ei_noise:
         words += ["--ei-noise"]
     if args.resume:
@@ -110,6 +110,22 @@ def _require_ei(parser: argparse.ArgumentParser, recipe: Recipe, flag: str) -> N
     """Refuse ``flag`` (a usage error) unless ``recipe`` trains by an EI loss."""
     if recipe.loss not in ("ei", "rei"):
         parser.error(f"{flag} applies to EI recipes; {recipe.name} trains by {recipe.loss}")
+
+
+def _chain(summary: dict[str, Any], previous: dict[str, Any]) -> None:
+    """Make the record of a run started by ``--init`` from a recorded run cover the chain:
+    both commands, the time and steps of both (a TV teacher's steps are counted apart, in
+    ``teacher_steps``), and both machines and precisions where they differ."""
+    summary["command"] = f"{previous['command']} && {summary['command']}"
+    summary["train_seconds"] = round(
+        previous.get("train_seconds", 0.0) + summary["train_seconds"], 1
+    )
+    if previous.get("loss_kind") != "tv-teacher":
+        earlier = previous.get("chain_steps", previous.get("step", 0))
+        summary["chain_steps"] = earlier + summary["step"]
+    for key, joint in (("hardware", "; then "), ("precision", ", then ")):
+        if previous.get(key) and previous[key] != summary[key]:
+            summary[key] = f"{previous[key]}{joint}{summary[key]}"
 
 
 def _previous_summary(out: Path) -> dict[str, Any]:
@@ -167,12 +183,12 @@ def main(argv: list[str] | None = None) -> None:
         "with --resume, a checkpoint without one starts it at WEIGHT)",
     )
     parser.add_argument(
-        "--dc-weight",
+        "--dc-step",
         type=float,
-        metavar="MU",
-        help="end the network with data consistency (conjugate gradients on the data term "
-        "near the output, proximal weight learned from MU) and a second TV step; needs a "
-        "TV step (--tv-weight); 0: none",
+        metavar="ALPHA",
+        help="end the network with data consistency (x + alpha A^+(y - A x): for CT a "
+        "filtered-back-projection correction, alpha learned from ALPHA) and a second TV "
+        "step; needs a TV step (--tv-weight); 0: none",
     )
     parser.add_argument(
         "--ei-noise",
@@ -275,10 +291,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.tv_weight < 0:
             parser.error("--tv-weight is a weight: >= 0")
         recipe = dataclasses.replace(recipe, tv_weight=args.tv_weight)
-    if args.dc_weight is not None:
-        if args.dc_weight < 0 or (args.dc_weight and not recipe.tv_weight):
-            parser.error("--dc-weight is a weight >= 0 and needs a TV step (--tv-weight)")
-        recipe = dataclasses.replace(recipe, dc_weight=args.dc_weight)
+    if args.dc_step is not None:
+        if args.dc_step < 0 or (args.dc_step and not recipe.tv_weight):
+            parser.error("--dc-step is a step >= 0 and needs a TV step (--tv-weight)")
+        recipe = dataclasses.replace(recipe, dc_step=args.dc_step)
     if args.ei_noise:
         _require_ei(parser, recipe, "--ei-noise")
         recipe = dataclasses.replace(recipe, ei_noise=True)
@@ -337,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     summary["transform"] = recipe.transform
     summary["moi"] = recipe.moi
     summary["tv_weight"] = recipe.tv_weight
-    summary["dc_weight"] = recipe.dc_weight
+    summary["dc_step"] = recipe.dc_step
     summary["ei_noise"] = recipe.ei_noise
     summary["loss_kind"] = recipe.loss
     summary["precision"] = recipe.precision
@@ -346,6 +362,8 @@ def main(argv: list[str] | None = None) -> None:
         summary["teacher_steps"] = teacher_steps
     summary["hardware"] = _hardware(summary["device"])
     summary["command"] = _command(args, summary["step"])
+    if args.init is not None and "command" in previous:
+        _chain(summary, previous)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
     if args.export:

@@ -74,7 +74,7 @@ def build_network(recipe: Recipe, kernel: str) -> Unrolled:
 
     block_type = {"cnn": CNNBlock, "p4m": P4MBlock}[recipe.block]
     blocks = [block_type(**recipe.block_args) for _ in range(recipe.stages)]
-    return Unrolled(kernel, blocks, tv_weight=recipe.tv_weight, dc_weight=recipe.dc_weight)
+    return Unrolled(kernel, blocks, tv_weight=recipe.tv_weight, dc_step=recipe.dc_step)
 
 
 def set_precision(net: Unrolled, precision: str) -> None:
@@ -217,8 +217,9 @@ def _save(path: Path, net: Unrolled, opt: torch.optim.Optimizer, step: int) -> N
 
 
 #: Parameters a checkpoint may lack when resumed: they keep their initial value, so a run
-#: can add the final TV step (``--tv-weight``) to a network trained without it.
-ADDABLE = ("log_tv",)
+#: can add the final TV step (``--tv-weight``) or the data-consistency stage
+#: (``--dc-step``) to a network trained without them.
+ADDABLE = ("log_tv", "log_dc", "log_dc_tv")
 
 
 def load_weights(net: Unrolled, path: Path, log: Callable[[str], None] | None = None) -> int:

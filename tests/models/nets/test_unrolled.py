@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.nets.blocks import CNNBlock, d4_transforms
-from models.nets.unrolled import DC_ITERATIONS, GroupAveraged, Unrolled
+from models.nets.unrolled import GroupAveraged, Unrolled
 from models.physics.operators import Physics
 
 T = d4_transforms()
@@ -74,23 +74,20 @@ def test_the_final_tv_step_is_learned_and_optional() -> None:
         Unrolled(net.kernel, net.blocks, tv_weight=-1.0)
 
 
-def test_the_data_consistency_stage_is_the_proximal_map_of_the_data_term() -> None:
+def test_the_data_consistency_stage_corrects_through_the_pseudo_inverse() -> None:
     net, y, params, inv_norm = _problem("inpainting")
-    with_dc = Unrolled(net.kernel, net.blocks, tv_weight=0.05, dc_weight=0.2).double()
+    with_dc = Unrolled(net.kernel, net.blocks, tv_weight=0.05, dc_step=0.25).double()
     assert {"log_tv", "log_dc", "log_dc_tv"} <= set(dict(with_dc.named_parameters()))
     x = torch.rand(y.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    scale = inv_norm.reshape(-1, 1, 1)
-    identity = (T[0], T[0])
     with torch.no_grad():
-        z = with_dc._data_consistency(x, y, params, scale, scale, identity)
-    # Inpainting's ÃᵀÃ is the mask: argmin ½‖m z - y‖² + μ/2 ‖z - x‖² pixel by pixel, which
-    # conjugate gradients reach in two iterations (two eigenvalues, μ and 1 + μ).
+        z = with_dc._data_consistency(x, y, params, (T[0], T[0]))
+    # Inpainting's A† is the mask: a quarter of the way to each measured pixel, the others
+    # left as they are.
     assert with_dc.log_dc is not None
-    mask, mu = params["mask"], with_dc.log_dc.exp()  # 0.2, as stored
-    assert DC_ITERATIONS >= 2
-    torch.testing.assert_close(z, (mask * y + mu * x) / (mask + mu), rtol=1e-10, atol=1e-10)
+    mask, alpha = params["mask"], with_dc.log_dc.exp()  # 0.25, as stored
+    torch.testing.assert_close(z, x + alpha * mask * (y - x), rtol=1e-10, atol=1e-10)
     # The whole network ends with it and a second TV step, and its D4 average stays exact.
     for g in range(1, 8):
         assert _error(GroupAveraged(with_dc), y, params, inv_norm, g) < 1e-12
-    with pytest.raises(ValueError, match="dc_weight"):
-        Unrolled(net.kernel, net.blocks, dc_weight=0.1)  # no TV step after it
+    with pytest.raises(ValueError, match="dc_step"):
+        Unrolled(net.kernel, net.blocks, dc_step=0.1)  # no TV step after it

@@ -52,8 +52,8 @@ def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(tmp_path: Path) -
     taught = json.loads((run / "summary.json").read_text())
     assert taught["command"].endswith("--steps 2 --teacher-batches 2")
     assert main(["train", *common, "--loss", "rei", "--resume", "--steps", "3"]) == 0
-    summary = json.loads((run / "summary.json").read_text())
-    assert (summary["step"], summary["loss_kind"], summary["teacher_steps"]) == (3, "rei", 2)
+    resumed = json.loads((run / "summary.json").read_text())
+    assert (resumed["step"], resumed["loss_kind"], resumed["teacher_steps"]) == (3, "rei", 2)
     # --init, the way to leave the teacher (a fresh optimiser), remembers it too.
     weights = str(run / "weights.npz")
     ei_runs = tmp_path / "ei"
@@ -62,9 +62,21 @@ def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(tmp_path: Path) -
     assert main(["train", *argv, "--runs", str(ei_runs)]) == 0
     summary = json.loads((ei_runs / "ct-ei" / "summary.json").read_text())
     assert (summary["step"], summary["teacher_steps"]) == (1, 2)
-    assert summary["command"] == "python -m models.train " + " ".join(argv)
-    assert main(["export", "ct-ei", "--run", str(run), "--zoo", str(zoo)]) == 0
+    # Its record covers the chain: both commands and both times; the teacher's steps are
+    # counted apart.
+    assert summary["command"] == f"{resumed['command']} && python -m models.train " + " ".join(argv)
+    assert summary["train_seconds"] > resumed["train_seconds"]
+    assert summary["chain_steps"] == 3 + 1
+    # A further link adds its steps; its card counts them all.
+    more = ["ct-ei", "--device", "cpu", "--batch", "1", "--loss", "rei", "--steps", "2",
+            "--init", str(ei_runs / "ct-ei" / "weights.npz")]
+    assert main(["train", *more, "--runs", str(tmp_path / "more")]) == 0
+    chained = json.loads((tmp_path / "more" / "ct-ei" / "summary.json").read_text())
+    assert chained["chain_steps"] == 3 + 1 + 2 and chained["command"].count(" && ") == 2
+    assert main(["export", "ct-ei", "--run", str(tmp_path / "more" / "ct-ei"),
+                 "--zoo", str(zoo)]) == 0
     training = Zoo.load(zoo).cards["ct-ei"].raw["training"]
+    assert training["steps"] == 3 + 1 + 2
     assert training["loss"] == (
         "SURE + 1.0 x EI (rotate, noisy re-measurement); started by 2 steps reproducing the "
         "service's TV reconstruction of each measurement (models.train.teacher, no ground truth)"
