@@ -45,13 +45,10 @@ class Recipe:
     # Starting weight of the network's final learned TV proximal step (models.nets.unrolled);
     # 0: none.
     tv_weight: float = 0.0
-    # Starting proximal weight μ of a data-consistency stage after the TV step
-    # (models.nets.unrolled: conjugate gradients on the data term near the output, then a
-    # second learned TV step); 0: none. Needs tv_weight. No recipe ships with it yet: it
-    # lifts ct-ei from 47.33 to 48.23 dB in the same 30 minutes, but the supervised
-    # baseline with it spiked late in both runs (docs/training-log.md "CT: a
-    # data-consistency stage").
-    dc_weight: float = 0.0
+    # Starting step α of a data-consistency stage after the TV step (models.nets.unrolled:
+    # x + α A†(y - A x), for CT a filtered-back-projection correction, then a second learned
+    # TV step); 0: none. Needs tv_weight.
+    dc_step: float = 0.0
     # Steps of the TV teacher (models.train.teacher: reproduce the service's TV
     # reconstruction, no ground truth) that start a run from scratch, at their own batch and
     # peak learning rate; the recipe's loss then continues from the teacher's weights with a
@@ -161,8 +158,11 @@ RECIPES: dict[str, Recipe] = {
             # 32-channel model then (docs/training-log.md "CT: half the TV targets, more EI
             # steps"). With 48-channel blocks (_CT_ARGS), a quarter of the targets (256) and
             # the teacher's TV in torch (targets in under a minute), 30 minutes fit 1615 EI
-            # steps: 47.33 dB, the shipped model (docs/training-log.md "CT: 48-channel
-            # blocks, a quarter of the TV targets").
+            # steps: 47.33 dB (docs/training-log.md "CT: 48-channel blocks, a quarter of the
+            # TV targets"). The shipped model is that run continued by a second one that adds
+            # the data-consistency stage (--init, --dc-step 0.5; its card holds both commands):
+            # 48.79 dB; ct-sup and ct-mc were continued the same way (docs/training-log.md "CT: one
+            # filtered-back-projection correction").
             loss="rei",
             transform="rotate",
             ei_noise=True,
