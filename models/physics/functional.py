@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["CG_ITERATIONS", "KERNEL_FUNCTIONS", "adjoint", "cg_normal", "forward", "pinv"]
+__all__ = ["CG_ITERATIONS", "KERNEL_FUNCTIONS", "adjoint", "forward", "pinv"]
 
 Params = dict[str, torch.Tensor]
 Kernel = Callable[[torch.Tensor, Params], torch.Tensor]
@@ -81,7 +81,7 @@ def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(dim=dims, keepdim=True)
 
 
-def cg_normal(
+def _cg_normal(
     rhs: torch.Tensor, normal: Callable[[torch.Tensor], torch.Tensor], iterations: int
 ) -> torch.Tensor:
     """Conjugate gradients on ``N z = rhs`` from ``z = 0``, per sample, fixed iterations.
@@ -186,7 +186,7 @@ def _csd_adjoint(y: torch.Tensor, p: Params) -> torch.Tensor:
 def _csd_pinv(y: torch.Tensor, p: Params) -> torch.Tensor:
     # x = Aᵀ (A Aᵀ)⁻¹ y, the m x m system solved by CG.
     flat = p["matrix"].flatten(2)
-    z = cg_normal(
+    z = _cg_normal(
         y, lambda v: (flat @ (flat.transpose(-1, -2) @ v.unsqueeze(-1))).squeeze(-1), CG_ITERATIONS
     )
     return _csd_adjoint(z, p)
@@ -242,7 +242,7 @@ def _mc_adjoint(y: torch.Tensor, p: Params) -> torch.Tensor:
 
 def _mc_pinv(y: torch.Tensor, p: Params) -> torch.Tensor:
     rhs = _mc_adjoint(y, p)
-    return cg_normal(rhs, lambda v: _mc_adjoint(_mc_forward(v, p), p), CG_ITERATIONS)
+    return _cg_normal(rhs, lambda v: _mc_adjoint(_mc_forward(v, p), p), CG_ITERATIONS)
 
 
 # --- CT
