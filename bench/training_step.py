@@ -163,14 +163,16 @@ def _ct_products(batch: int, repeats: int) -> dict[str, Any]:
     return row
 
 
-def _batch_sweep(name: str, batches: tuple[int, ...], steps: int) -> list[dict[str, Any]]:
-    """bfloat16 steps of ``name`` at several batch sizes, under robust EI (SURE + EI: three
-    network passes) and MC + EI (two): what a bigger batch or the cheaper loss buys in
+def _batch_sweep(
+    name: str, batches: tuple[int, ...], steps: int, precision: str
+) -> list[dict[str, Any]]:
+    """Steps of ``name`` in ``precision`` at several batch sizes, under robust EI (SURE + EI:
+    three network passes) and MC + EI (two): what a bigger batch or the cheaper loss buys in
     images per second (inpainting's 30-minute runs, docs/training-log.md)."""
     rows = []
     for loss in ("rei", "ei"):
         for batch in batches:
-            arm = _Arm(dataclasses.replace(RECIPES[name], loss=loss, batch=batch), "bf16")
+            arm = _Arm(dataclasses.replace(RECIPES[name], loss=loss, batch=batch), precision)
             arm.step()  # oneDNN picks its kernels for this shape
             seconds = stats([arm.step() for _ in range(steps)])["median_ms"] / 1e3
             rows.append({
@@ -182,12 +184,19 @@ def _batch_sweep(name: str, batches: tuple[int, ...], steps: int) -> list[dict[s
 
 
 def measure(
-    recipes: tuple[str, ...], steps: int, repeats: int, sweep: tuple[int, ...], compiled: bool
+    recipes: tuple[str, ...],
+    steps: int,
+    repeats: int,
+    sweep: tuple[int, ...],
+    compiled: bool,
+    batch: int | None = None,
 ) -> dict[str, Any]:
+    """``batch``: the precision comparison at this batch, not the recipes' own."""
     threads = torch.get_num_threads()
     rows = []
     for name in recipes:
-        rows.append(_step_times(RECIPES[name], steps))
+        recipe = RECIPES[name]
+        rows.append(_step_times(dataclasses.replace(recipe, batch=batch or recipe.batch), steps))
         print(rows[-1], flush=True)
     compiled_rows = []
     for name in recipes if compiled else ():
@@ -195,21 +204,26 @@ def measure(
         print(compiled_rows[-1], flush=True)
     ct = _ct_products(RECIPES["ct-ei"].batch, repeats)
     print(ct, flush=True)
-    batches = _batch_sweep("inpainting-ei", sweep, steps)
+    # The sweep plans runs on this machine: in the precision it trains in (models.train
+    # takes a bfloat16 recipe to float32 where bfloat16 would be emulated).
+    precision = "bf16" if loop.native_bf16(torch.device("cpu")) else "fp32"
+    batches = _batch_sweep("inpainting-ei", sweep, steps, precision)
     return {
         "threads": threads, "steps": steps, "steps_rows": rows, "compiled_rows": compiled_rows,
-        "ct_products": ct, "batch_rows": batches,
+        "ct_products": ct, "sweep_precision": precision, "batch_rows": batches,
     }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench.training_step")
     parser.add_argument(
-        "--quick", action="store_true", help="inpainting-ei only, 3 steps, nothing compiled"
+        "--quick",
+        action="store_true",
+        help="inpainting-ei only at batch 2, 2 steps, nothing compiled",
     )
     parser.add_argument("--out")
     args = parser.parse_args(argv)
-    quick = (("inpainting-ei",), 3, 3, (2, 4), False)
+    quick = (("inpainting-ei",), 2, 3, (1, 2), False, 2)
     result = measure(*quick) if args.quick else measure(EI_RECIPES, 10, 20, (8, 16, 32), True)
     steps = md_table(
         ["recipe", "batch", "float32 s/step", "bfloat16 s/step", "speed-up",
@@ -236,8 +250,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         [[ct["batch"], fmt(ct["ell_ms"], 1), fmt(ct["csr64_ms"], 2), fmt(ct["csr_ms"], 2),
           fmt(ct["speedup"], 1), fmt(ct["index_speedup"], 2)]],
     )
+    sweep_precision = {"bf16": "bfloat16", "fp32": "float32"}[result["sweep_precision"]]
     batches = md_table(
-        ["recipe", "loss", "batch", "bfloat16 s/step", "ms per image"],
+        ["recipe", "loss", "batch", f"{sweep_precision} s/step", "ms per image"],
         [
             [r["recipe"], {"rei": "SURE + EI", "ei": "MC + EI"}[r["loss"]], r["batch"],
              fmt(r["s_per_step"], 3), fmt(r["ms_per_image"], 1)]

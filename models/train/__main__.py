@@ -16,11 +16,13 @@ import argparse
 import dataclasses
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from models.losses.equivariant import TRANSFORMS
+from models.train import loop
 from models.train.loop import train
 from models.train.recipes import PIXELWISE_FAMILIES, RECIPES, Recipe
 
@@ -221,8 +223,9 @@ def main(argv: list[str] | None = None) -> None:
         "--precision",
         choices=["fp32", "bf16"],
         help="override the recipe's training precision: bf16 runs the blocks' convolutions "
-        "in bfloat16 (fast on CPUs with AMX or AVX512-BF16 and on CUDA); the exported "
-        "model is float32 either way",
+        "in bfloat16 (fast on CPUs with AMX or AVX512-BF16 and on CUDA; a bf16 recipe "
+        "trains in fp32 where it would be emulated, unless this asks for bf16); the "
+        "exported model is float32 either way",
     )
     parser.add_argument(
         "--compile",
@@ -298,6 +301,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.ei_noise:
         _require_ei(parser, recipe, "--ei-noise")
         recipe = dataclasses.replace(recipe, ei_noise=True)
+    if args.precision is None and recipe.precision == "bf16":
+        device = loop.select_device(args.device)
+        if not loop.native_bf16(device):
+            # The recipe's bfloat16 is for speed; where it would be emulated, float32 is
+            # faster and the command recorded on the card (--precision fp32) says so.
+            print(f"{recipe.name}: no native bfloat16 on this {device.type} (AMX, "
+                  "AVX512-BF16): training in float32; --precision bf16 insists",
+                  file=sys.stderr)
+            args.precision = "fp32"
     if args.precision is not None:
         recipe = dataclasses.replace(recipe, precision=args.precision)
     if args.compile is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.train import loop
 from models.train.loop import learning_rate_factor
 from models.train.recipes import RECIPES
 from service.cli import main
@@ -21,7 +22,7 @@ def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> No
     # export: its export is tested on a tiny network (tests/models/train/test_train.py).
     argv = ["inpainting-ei", "--device", "cpu", "--batch", "2", "--loss", "rei", "--lr", "0.001",
             "--moi", "0.5", "--tv-weight", "0.0", "--ei-noise", "--steps", "2",
-            "--teacher-steps", "0", "--no-compile"]
+            "--teacher-steps", "0", "--precision", "fp32", "--no-compile"]
     assert main(["train", *argv, "--runs", str(runs)]) == 0
     summary = json.loads((runs / "inpainting-ei" / "summary.json").read_text())
     assert summary["step"] == 2
@@ -42,7 +43,8 @@ def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> No
 
 def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(tmp_path: Path) -> None:
     runs, zoo = tmp_path / "runs", tmp_path / "zoo"
-    common = ["ct-ei", "--device", "cpu", "--batch", "1", "--runs", str(runs)]
+    common = ["ct-ei", "--device", "cpu", "--batch", "1", "--precision", "fp32", "--runs",
+              str(runs)]
     teach = ["--loss", "tv-teacher", "--steps", "2", "--teacher-batches", "2"]
     assert main(["train", *common, *teach]) == 0
     run = runs / "ct-ei"
@@ -50,7 +52,7 @@ def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(tmp_path: Path) -
     with np.load(run / "teacher.npz", allow_pickle=False) as data:
         assert len(json.loads(str(data["specs"]))) == 2
     taught = json.loads((run / "summary.json").read_text())
-    assert taught["command"].endswith("--steps 2 --teacher-batches 2")
+    assert taught["command"].endswith("--steps 2 --teacher-batches 2 --precision fp32")
     assert main(["train", *common, "--loss", "rei", "--resume", "--steps", "3"]) == 0
     resumed = json.loads((run / "summary.json").read_text())
     assert (resumed["step"], resumed["loss_kind"], resumed["teacher_steps"]) == (3, "rei", 2)
@@ -58,7 +60,7 @@ def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(tmp_path: Path) -
     weights = str(run / "weights.npz")
     ei_runs = tmp_path / "ei"
     argv = ["ct-ei", "--device", "cpu", "--batch", "1", "--loss", "rei", "--init", weights,
-            "--steps", "1"]
+            "--steps", "1", "--precision", "fp32"]
     assert main(["train", *argv, "--runs", str(ei_runs)]) == 0
     summary = json.loads((ei_runs / "ct-ei" / "summary.json").read_text())
     assert (summary["step"], summary["teacher_steps"]) == (1, 2)
@@ -69,7 +71,7 @@ def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(tmp_path: Path) -
     assert summary["chain_steps"] == 3 + 1
     # A further link adds its steps; its card counts them all.
     more = ["ct-ei", "--device", "cpu", "--batch", "1", "--loss", "rei", "--steps", "2",
-            "--init", str(ei_runs / "ct-ei" / "weights.npz")]
+            "--precision", "fp32", "--init", str(ei_runs / "ct-ei" / "weights.npz")]
     assert main(["train", *more, "--runs", str(tmp_path / "more")]) == 0
     chained = json.loads((tmp_path / "more" / "ct-ei" / "summary.json").read_text())
     assert chained["chain_steps"] == 3 + 1 + 2 and chained["command"].count(" && ") == 2
@@ -82,6 +84,35 @@ def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(tmp_path: Path) -
         "service's TV reconstruction of each measurement (models.train.teacher, no ground truth)"
     )
     assert training["ground_truth_used"] is False
+
+
+def test_a_bfloat16_recipe_trains_in_float32_where_bfloat16_would_be_emulated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """inpainting-sup trains its blocks in bfloat16: where the device has no native
+    bfloat16 it trains in float32 instead, and its recorded command says so; asked for
+    by --precision, bfloat16 it is."""
+    assert RECIPES["inpainting-sup"].precision == "bf16"
+    argv = ["inpainting-sup", "--device", "cpu", "--batch", "1", "--steps", "1",
+            "--no-compile"]
+
+    def trained(native: bool, *flags: str) -> dict:
+        monkeypatch.setattr(loop, "native_bf16", lambda device: native)
+        runs = tmp_path / f"{native}{len(flags)}"
+        assert main(["train", *argv, *flags, "--runs", str(runs)]) == 0
+        return json.loads((runs / "inpainting-sup" / "summary.json").read_text())
+
+    emulated = trained(False)
+    assert emulated["precision"] == "fp32"
+    assert emulated["command"] == "python -m models.train " + " ".join(
+        [*argv[:-1], "--precision", "fp32", "--no-compile"]
+    )
+    assert "no native bfloat16 on this cpu" in capsys.readouterr().err
+    insisted = trained(False, "--precision", "bf16")
+    assert insisted["precision"] == "bf16" and "--precision bf16" in insisted["command"]
+    native = trained(True)
+    assert native["precision"] == "bf16" and "--precision" not in native["command"]
+    assert "no native bfloat16" not in capsys.readouterr().err
 
 
 def test_init_and_resume_exclude_each_other(
@@ -112,7 +143,7 @@ def test_the_learning_rate_must_be_positive(capsys: pytest.CaptureFixture[str]) 
 def test_the_tv_weight_is_recorded_for_the_export_and_the_command(tmp_path: Path) -> None:
     # --no-compile: a one-step run is not worth compiling the recipe's loss for (~1.5 min)
     argv = ["inpainting-sup", "--device", "cpu", "--batch", "1", "--tv-weight", "0.02",
-            "--steps", "1", "--no-compile"]
+            "--steps", "1", "--precision", "fp32", "--no-compile"]
     assert main(["train", *argv, "--runs", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "inpainting-sup" / "summary.json").read_text())
     assert summary["tv_weight"] == 0.02  # export_learned builds the network from it
@@ -132,7 +163,7 @@ def test_the_crop_is_for_pixel_wise_operators_and_recorded(
         main(["train", "ct-ei", "--crop", "64"])
     assert info.value.code == 2 and "--crop applies to pixel-wise" in capsys.readouterr().err
     argv = ["inpainting-sup", "--device", "cpu", "--batch", "1", "--crop", "32", "--steps", "1",
-            "--no-compile"]
+            "--precision", "fp32", "--no-compile"]
     assert main(["train", *argv, "--runs", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "inpainting-sup" / "summary.json").read_text())
     assert summary["crop"] == 32
