@@ -206,7 +206,7 @@ def measure(
     print(ct, flush=True)
     # The sweep plans runs on this machine: in the precision it trains in (models.train
     # takes a bfloat16 recipe to float32 where bfloat16 would be emulated).
-    precision = "bf16" if loop.native_bf16(torch.device("cpu")) else "fp32"
+    precision = loop.fast_precision(RECIPES["inpainting-ei"].precision, torch.device("cpu"))
     batches = _batch_sweep("inpainting-ei", sweep, steps, precision)
     return {
         "threads": threads, "steps": steps, "steps_rows": rows, "compiled_rows": compiled_rows,

@@ -301,9 +301,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.ei_noise:
         _require_ei(parser, recipe, "--ei-noise")
         recipe = dataclasses.replace(recipe, ei_noise=True)
-    if args.precision is None and recipe.precision == "bf16":
+    if args.precision is None:
         device = loop.select_device(args.device)
-        if not loop.native_bf16(device):
+        if loop.fast_precision(recipe.precision, device) != recipe.precision:
             # The recipe's bfloat16 is for speed; where it would be emulated, float32 is
             # faster and the command recorded on the card (--precision fp32) says so.
             print(f"{recipe.name}: no native bfloat16 on this {device.type} (AMX, "

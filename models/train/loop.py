@@ -49,6 +49,7 @@ from models.train.teacher import Measured, teacher_set
 
 __all__ = [
     "build_network",
+    "fast_precision",
     "load_weights",
     "native_bf16",
     "operator_spec",
@@ -87,6 +88,12 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def fast_precision(precision: str, device: torch.device) -> str:
+    """The precision to train a recipe of ``precision`` in on ``device``: its own, but
+    float32 for bfloat16 where :func:`native_bf16` says it would be emulated."""
+    return "fp32" if precision == "bf16" and not native_bf16(device) else precision
 
 
 def set_precision(net: Unrolled, precision: str) -> None:
