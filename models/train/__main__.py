@@ -306,9 +306,9 @@ def main(argv: list[str] | None = None) -> None:
         if loop.fast_precision(recipe.precision, device) != recipe.precision:
             # The recipe's bfloat16 is for speed; where it would be emulated, float32 is
             # faster and the command recorded on the card (--precision fp32) says so.
-            print(f"{recipe.name}: no native bfloat16 on this {device.type} (AMX, "
-                  "AVX512-BF16): training in float32; --precision bf16 insists",
-                  file=sys.stderr)
+            wanted = " (AMX, AVX512-BF16)" if device.type == "cpu" else ""
+            print(f"{recipe.name}: no native bfloat16 on this {device.type}{wanted}: "
+                  "training in float32; --precision bf16 insists", file=sys.stderr)
             args.precision = "fp32"
     if args.precision is not None:
         recipe = dataclasses.replace(recipe, precision=args.precision)
