@@ -148,6 +148,8 @@ def _card(
     multi = f" + {moi} x multi-operator (fresh masks)" if moi else ""
     if summary.get("ei_noise", recipe.ei_noise):
         group = f"{group}, noisy re-measurement"
+    if summary.get("ei_detach", recipe.ei_detach):
+        group = f"{group}, no gradient through the target"
     loss = {
         "ei": f"measurement consistency + {alpha} x EI ({group}){multi}",
         "rei": f"SURE + {alpha} x EI ({group}){multi}",

@@ -71,6 +71,8 @@ def _command(args: argparse.Namespace, steps: int) -> str:
         words += ["--dc-step", str(args.dc_step)]
     if args.ei_noise:
         words += ["--ei-noise"]
+    if args.ei_detach:
+        words += ["--ei-detach"]
     if args.resume:
         words += ["--resume"]
     if args.init is not None:
@@ -198,6 +200,12 @@ def main(argv: list[str] | None = None) -> None:
         help="re-measure T x̂ with the data's noise in the EI term (EI recipes)",
     )
     parser.add_argument(
+        "--ei-detach",
+        action="store_true",
+        help="no gradient through the EI term's target T x̂: the term only teaches the "
+        "network to reconstruct it (EI recipes)",
+    )
+    parser.add_argument(
         "--crop",
         type=int,
         metavar="PX",
@@ -301,6 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.ei_noise:
         _require_ei(parser, recipe, "--ei-noise")
         recipe = dataclasses.replace(recipe, ei_noise=True)
+    if args.ei_detach:
+        _require_ei(parser, recipe, "--ei-detach")
+        recipe = dataclasses.replace(recipe, ei_detach=True)
     if args.precision is None:
         device = loop.select_device(args.device)
         if loop.fast_precision(recipe.precision, device) != recipe.precision:
@@ -367,6 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     summary["tv_weight"] = recipe.tv_weight
     summary["dc_step"] = recipe.dc_step
     summary["ei_noise"] = recipe.ei_noise
+    summary["ei_detach"] = recipe.ei_detach
     summary["loss_kind"] = recipe.loss
     summary["precision"] = recipe.precision
     summary["compile"] = recipe.compile

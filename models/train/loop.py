@@ -186,7 +186,9 @@ def _loss(
     assert recipe.transform is not None
     transform = random_transform(recipe.transform, gen, tuple(x.shape[-2:]))
     ei_sigma = sigma if recipe.ei_noise else 0.0
-    loss = data + recipe.alpha * ei_loss(x1, physics, recon, transform, ei_sigma, gen)
+    loss = data + recipe.alpha * ei_loss(
+        x1, physics, recon, transform, ei_sigma, gen, detach=recipe.ei_detach
+    )
     if recipe.moi:
         assert fresh is not None
         fresh_recon = _reconstructor(net, fresh, x.shape[0], device)

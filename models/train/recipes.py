@@ -38,6 +38,8 @@ class Recipe:
     alpha: float = 1.0
     # Re-measure T x̂ with the data's noise in the EI term (models.losses.ei_loss).
     ei_noise: bool = False
+    # Stop the gradient through the EI term's target T x̂ (models.losses.ei_loss ``detach``).
+    ei_detach: bool = False
     # Weight of the multi-operator term (models.losses.moi_loss): x̂ re-measured through a
     # freshly drawn operator of the family (a new ``vary`` seed) must come back. 0: off.
     moi: float = 0.0

@@ -74,6 +74,36 @@ def test_noisy_re_measurement_charges_a_network_that_copies_the_noise() -> None:
     assert float(ei_loss(x1, physics, smooth, turn, sigma, gen)) < noisy / 5
 
 
+def test_a_detached_target_teaches_the_reconstructor_and_leaves_its_input_alone() -> None:
+    """With ``detach`` the EI term's value is the same, but no gradient reaches ``x̂``:
+    only the reconstructor learns from it. Without, ``x̂`` is pulled too."""
+    physics = Physics.from_json({"type": "inpainting", "shape": [16, 16],
+                                 "mask": {"random": {"keep": 0.5, "seed": 0}}}, torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+
+    def recon(v: torch.Tensor) -> torch.Tensor:  # a one-weight "network"
+        return weight * physics.A_adjoint(v)
+
+    def turn(v: torch.Tensor) -> torch.Tensor:
+        return torch.rot90(v, 1, (-2, -1))
+
+    values = {}
+    for detach in (False, True):
+        x_net = torch.rand(2, 16, 16, generator=gen.manual_seed(1), dtype=torch.float64)
+        x_net.requires_grad_(True)
+        weight.grad = None
+        loss = ei_loss(x_net, physics, recon, turn, detach=detach)
+        loss.backward()
+        values[detach] = float(loss.detach())
+        assert weight.grad is not None and float(weight.grad) != 0.0
+        if detach:
+            assert x_net.grad is None
+        else:
+            assert x_net.grad is not None and float(x_net.grad.abs().max()) > 0.0
+    assert values[True] == values[False]
+
+
 def _elements(group: str, x: torch.Tensor, draws: int = 200) -> set[bytes]:
     gen = torch.Generator().manual_seed(0)
     return {random_transform(group, gen, tuple(x.shape[-2:]))(x).numpy().tobytes()

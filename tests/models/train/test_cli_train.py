@@ -21,7 +21,7 @@ def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> No
     # Without the TV step, whose 20 unrolled iterations (x8 averaged) take minutes to
     # export: its export is tested on a tiny network (tests/models/train/test_train.py).
     argv = ["inpainting-ei", "--device", "cpu", "--batch", "2", "--loss", "rei", "--lr", "0.001",
-            "--moi", "0.5", "--tv-weight", "0.0", "--ei-noise", "--steps", "2",
+            "--moi", "0.5", "--tv-weight", "0.0", "--ei-noise", "--ei-detach", "--steps", "2",
             "--teacher-steps", "0", "--precision", "fp32", "--no-compile"]
     assert main(["train", *argv, "--runs", str(runs)]) == 0
     summary = json.loads((runs / "inpainting-ei" / "summary.json").read_text())
@@ -37,8 +37,8 @@ def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> No
     training = cards["inpainting-ei"].raw["training"]
     assert training["steps"] == 2
     # the --loss and --moi overrides
-    assert training["loss"] == ("SURE + 1.0 x EI (shifts+D4, noisy re-measurement) + 0.5 x "
-                                "multi-operator (fresh masks)")
+    assert training["loss"] == ("SURE + 1.0 x EI (shifts+D4, noisy re-measurement, no gradient "
+                                "through the target) + 0.5 x multi-operator (fresh masks)")
 
 
 def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(tmp_path: Path) -> None:
@@ -150,10 +150,13 @@ def test_the_tv_weight_is_recorded_for_the_export_and_the_command(tmp_path: Path
     assert summary["command"] == "python -m models.train " + " ".join(argv)
 
 
-def test_noisy_re_measurement_is_for_ei_recipes(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("flag", ["--ei-noise", "--ei-detach"])
+def test_the_ei_term_flags_are_for_ei_recipes(
+    flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["train", "inpainting-sup", "--ei-noise"])
-    assert info.value.code == 2 and "--ei-noise applies to EI recipes" in capsys.readouterr().err
+        main(["train", "inpainting-sup", flag])
+    assert info.value.code == 2 and f"{flag} applies to EI recipes" in capsys.readouterr().err
 
 
 def test_the_crop_is_for_pixel_wise_operators_and_recorded(
