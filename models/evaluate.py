@@ -4,7 +4,9 @@ For each validation image of the family's data (``models.data``, split
 "val"), simulate the card operator with the recipe's noise, reconstruct it
 with ``pinv``, ``tv`` and every learned model of the family exactly as the
 service does (``service.worker.run_batch`` over the exported zoo), and record
-PSNR, SSIM and the test-time equivariance score. Writes ``metrics`` into each
+PSNR, SSIM, the test-time equivariance score and, for the masked families (MRI,
+inpainting), the held-out measurement error: the one ground-truth-free number here
+that ranks the models as PSNR does (:mod:`models.losses.heldout`). Writes ``metrics`` into each
 learned card, a figure ``figures/FAMILY.png`` (ground truth, pinv, TV, the
 learned models, and their error maps) and refreshes the manifest.
 
@@ -30,7 +32,8 @@ from pydantic import TypeAdapter
 from skimage.metrics import structural_similarity
 
 from models.export import ZOO, write_manifest
-from models.losses.equivariant import TRANSFORMS
+from models.losses import HELDOUT_KERNELS, TRANSFORMS, heldout_error, split
+from models.physics.operators import Physics
 from models.train.loop import operator_spec, physics_for, validation_sigma
 from models.train.recipes import RECIPES, SIZE
 from service import equivariance as eq
@@ -40,11 +43,25 @@ from service.operators.spec import Operator
 from service.worker import Task, run_batch
 from service.zoo import Zoo
 
-__all__ = ["ei_objective", "evaluate_family"]
+__all__ = ["ei_objective", "evaluate_family", "heldout"]
 
 
 def _psnr(x: np.ndarray, ref: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / max(float(np.mean((x - ref) ** 2)), 1e-12)))
+
+
+def heldout(engine: Engine, model: str, op: Any, y: np.ndarray, sigma: float, seed: int) -> float:
+    """``model``'s held-out measurement error on one measurement ``y`` of ``op`` (graph
+    layout), no ground truth: a fifth of what ``y`` measured is held out by a split drawn
+    from ``seed``, ``model`` reconstructs from the rest through the worker, and its
+    prediction of the held-out part is scored (:mod:`models.losses.heldout`)."""
+    import torch
+
+    physics = Physics(op)
+    kept, held = split(physics, np.random.default_rng(seed))
+    task = Task(model, kept.compiled, y, ReconOptions(sigma=sigma), None, ())
+    x = torch.from_numpy(run_batch(engine, [task])[0].image)[None]
+    return float(heldout_error(x, torch.from_numpy(y)[None], physics, held, sigma))
 
 
 def evaluate_family(family: str, count: int = 16, zoo_dir: Path = ZOO) -> dict[str, Any]:
@@ -67,7 +84,7 @@ def evaluate_family(family: str, count: int = 16, zoo_dir: Path = ZOO) -> dict[s
     transforms = tuple(eq.select(group, op.image_shape, None))
     source = make_source(recipe.data, SIZE, "val")
     rows: dict[str, dict[str, list[float]]] = {
-        m: {"psnr": [], "ssim": [], "score": []} for m in models
+        m: {"psnr": [], "ssim": [], "score": [], "heldout": []} for m in models
     }
     examples: dict[str, np.ndarray] = {}
     for i in range(min(count, len(source))):
@@ -83,6 +100,8 @@ def evaluate_family(family: str, count: int = 16, zoo_dir: Path = ZOO) -> dict[s
             rows[model]["ssim"].append(float(structural_similarity(x, truth, data_range=1.0)))
             assert outcome.equivariance is not None
             rows[model]["score"].append(outcome.equivariance.score)
+            if op.kernel in HELDOUT_KERNELS:
+                rows[model]["heldout"].append(heldout(engine, model, op, y, sigma, i))
             if i == 0:
                 examples[model] = x
         if i == 0:
@@ -98,6 +117,7 @@ def evaluate_family(family: str, count: int = 16, zoo_dir: Path = ZOO) -> dict[s
                 "psnr_db": round(float(np.mean(v["psnr"])), 2),
                 "ssim": round(float(np.mean(v["ssim"])), 4),
                 "score_db": round(-10 * float(np.log10(max(float(np.mean(v["score"])), 1e-12))), 2),
+                **({"heldout": float(f"{np.mean(v['heldout']):.4g}")} if v["heldout"] else {}),
             }
             for m, v in rows.items()
         },
@@ -125,8 +145,10 @@ def ei_objective(
     model of the zoo and for the service's TV (automatic λ), through the service's
     worker, on ``count`` validation measurements: PSNR, MC, SURE, EI (the recipe's group
     unless ``transform`` names another), MOI (the multi-operator term over ``draws``
-    fresh masks, for families that vary one; NaN otherwise) and the recipe's own sum.
-    ``"truth"`` is the ground truth's own MC (the noise floor)."""
+    fresh masks, for families that vary one; NaN otherwise), the recipe's own sum, and
+    beside them the held-out measurement error (:func:`heldout`; masked families, NaN
+    otherwise), which no recipe trains on. ``"truth"`` is the ground truth's own MC (the
+    noise floor)."""
     import torch
 
     from models.data.sources import make_source
@@ -180,20 +202,40 @@ def ei_objective(
 
     nan = float("nan")  # the truth has no reconstructor, so no SURE, EI or MOI
     rows = {
-        "truth": {"psnr_db": float("inf"), "mc": mc(truth), "sure": nan, "ei": nan,
-                  "moi": nan, "objective": nan}
+        "truth": {
+            "psnr_db": float("inf"),
+            "mc": mc(truth),
+            "sure": nan,
+            "ei": nan,
+            "moi": nan,
+            "objective": nan,
+            "heldout": nan,
+        }
     }
     for model in models:
         x1 = reconstruct(model, y)
         gen = torch.Generator().manual_seed(0)
-        turned = (random_transform(group, gen, (SIZE, SIZE))(torch.from_numpy(x1)).numpy()
-                  for _ in range(draws))
+        turned = (
+            random_transform(group, gen, (SIZE, SIZE))(torch.from_numpy(x1)).numpy()
+            for _ in range(draws)
+        )
         ei = float(np.mean([comeback(model, x2, op, params) for x2 in turned]))
         moi = float(np.mean([comeback(model, x1, o, p) for o, p in fresh])) if fresh else nan
-        row = {"psnr_db": float(np.mean([_psnr(a, b) for a, b in zip(x1, truth, strict=True)])),
-               "mc": mc(x1), "sure": sure(model, x1), "ei": ei, "moi": moi}
+        row = {
+            "psnr_db": float(np.mean([_psnr(a, b) for a, b in zip(x1, truth, strict=True)])),
+            "mc": mc(x1),
+            "sure": sure(model, x1),
+            "ei": ei,
+            "moi": moi,
+        }
         data = row["sure"] if recipe.loss == "rei" else row["mc"]
         row["objective"] = data + recipe.alpha * ei + (recipe.moi * moi if recipe.moi else 0.0)
+        # Not a term of the objective: the check against measured data that none trains on.
+        row["heldout"] = (
+            float(np.mean([heldout(engine, model, op, m, sigma, i) for i, m in enumerate(y)]))
+            if op.kernel in HELDOUT_KERNELS
+            else nan
+        )
         rows[model] = row
     return rows
 
@@ -210,11 +252,16 @@ def _figure(images: dict[str, np.ndarray], order: list[str], path: Path) -> None
     Image.fromarray((grid * 255).round().astype(np.uint8)).save(path, optimize=True)
 
 
+def _heldout_cell(metrics: dict[str, Any]) -> str:
+    return f"{metrics['heldout']:.2e}" if "heldout" in metrics else "-"
+
+
 def markdown_table(zoo_dir: Path = ZOO) -> str:
     """The validation metrics of every evaluated family, as one markdown table."""
     lines = [
-        "| family | model | PSNR dB | SSIM | equivariance score dB | trained | train time s |",
-        "|---|---|---|---|---|---|---|",
+        "| family | model | PSNR dB | SSIM | equivariance score dB | held-out error "
+        "| trained | train time s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     seen: set[str] = set()
     for path in sorted((zoo_dir / "cards").glob("*.json")):
@@ -230,7 +277,8 @@ def markdown_table(zoo_dir: Path = ZOO) -> str:
             how = training.get("loss", "-").split("(")[0].strip() if training else "-"
             lines.append(
                 f"| {family} | {model} | {m['psnr_db']:.2f} | {m['ssim']:.3f} "
-                f"| {m['score_db']:.2f} | {how} | {training.get('seconds', '-')} |"
+                f"| {m['score_db']:.2f} | {_heldout_cell(m)} | {how} "
+                f"| {training.get('seconds', '-')} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -258,9 +306,14 @@ def main(argv: list[str] | None = None) -> None:
         recipe = RECIPES[f"{args.family}-ei"]
         total = ("SURE" if recipe.loss == "rei" else "MC") + " + alpha EI"
         total += f" + {recipe.moi} MOI" if recipe.moi else ""
-        print(f"| model | PSNR dB | MC | SURE | EI | MOI | {total} |\n" + "|---" * 7 + "|")
+        print(
+            f"| model | PSNR dB | MC | SURE | EI | MOI | {total} | held-out error |\n"
+            + "|---" * 8
+            + "|"
+        )
         for model, r in rows.items():
-            terms = " | ".join(f"{r[k]:.3e}" for k in ("mc", "sure", "ei", "moi", "objective"))
+            keys = ("mc", "sure", "ei", "moi", "objective", "heldout")
+            terms = " | ".join(f"{r[k]:.3e}" for k in keys)
             print(f"| {model} | {r['psnr_db']:.2f} | {terms} |")
         return
     print(json.dumps(evaluate_family(args.family, args.count or 16), indent=2))

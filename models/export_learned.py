@@ -146,6 +146,9 @@ def _card(
     group = summary.get("transform", recipe.transform)
     moi = summary.get("moi", recipe.moi)
     multi = f" + {moi} x multi-operator (fresh masks)" if moi else ""
+    heldout = summary.get("heldout", recipe.heldout)
+    if heldout:
+        multi += f" + {heldout} x held-out measurements (a fifth of each, predicted from the rest)"
     if summary.get("ei_noise", recipe.ei_noise):
         group = f"{group}, noisy re-measurement"
     if summary.get("ei_detach", recipe.ei_detach):

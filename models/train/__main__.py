@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from models.losses.equivariant import TRANSFORMS
+from models.losses import HELDOUT_KERNELS, TRANSFORMS
 from models.train import loop
 from models.train.loop import train
 from models.train.recipes import PIXELWISE_FAMILIES, RECIPES, Recipe
@@ -65,6 +65,8 @@ def _command(args: argparse.Namespace, steps: int) -> str:
         words += ["--lr", str(args.lr)]
     if args.moi is not None:
         words += ["--moi", str(args.moi)]
+    if args.heldout is not None:
+        words += ["--heldout", str(args.heldout)]
     if args.tv_weight is not None:
         words += ["--tv-weight", str(args.tv_weight)]
     if args.dc_step is not None:
@@ -178,6 +180,14 @@ def main(argv: list[str] | None = None) -> None:
         metavar="WEIGHT",
         help="override the weight of the multi-operator term (EI recipes that vary a mask "
         "seed; 0 turns it off)",
+    )
+    parser.add_argument(
+        "--heldout",
+        type=float,
+        metavar="WEIGHT",
+        help="weight of the held-out measurement term (EI recipes of masked families: MRI, "
+        "inpainting): a fifth of each measurement is held out and predicted from the rest; "
+        "0: off",
     )
     parser.add_argument(
         "--tv-weight",
@@ -298,6 +308,16 @@ def main(argv: list[str] | None = None) -> None:
                 "one fixed operator, so there is no other mask to measure with"
             )
         recipe = dataclasses.replace(recipe, moi=args.moi)
+    if args.heldout is not None:
+        if args.heldout < 0:
+            parser.error("--heldout is a weight: >= 0")
+        _require_ei(parser, recipe, "--heldout")
+        if args.heldout and recipe.operator["type"] not in HELDOUT_KERNELS:
+            parser.error(
+                f"--heldout needs a masked family {HELDOUT_KERNELS}; {recipe.name}'s "
+                "measurements have nothing that can be held out"
+            )
+        recipe = dataclasses.replace(recipe, heldout=args.heldout)
     if args.tv_weight is not None:
         if args.tv_weight < 0:
             parser.error("--tv-weight is a weight: >= 0")
@@ -375,6 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     summary["alpha"] = recipe.alpha
     summary["transform"] = recipe.transform
     summary["moi"] = recipe.moi
+    summary["heldout"] = recipe.heldout
     summary["tv_weight"] = recipe.tv_weight
     summary["dc_step"] = recipe.dc_step
     summary["ei_noise"] = recipe.ei_noise

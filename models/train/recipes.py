@@ -43,6 +43,10 @@ class Recipe:
     # Weight of the multi-operator term (models.losses.moi_loss): x̂ re-measured through a
     # freshly drawn operator of the family (a new ``vary`` seed) must come back. 0: off.
     moi: float = 0.0
+    # Weight of the held-out measurement term (models.losses.heldout; masked families): a
+    # fifth of what y measured is held out, the network reconstructs y from the rest and
+    # is charged its error on the held-out part against y itself. 0: off.
+    heldout: float = 0.0
     block: str = "cnn"  # "cnn" | "p4m"
     # Starting weight of the network's final learned TV proximal step (models.nets.unrolled);
     # 0: none.

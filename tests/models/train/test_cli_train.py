@@ -21,7 +21,8 @@ def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> No
     # Without the TV step, whose 20 unrolled iterations (x8 averaged) take minutes to
     # export: its export is tested on a tiny network (tests/models/train/test_train.py).
     argv = ["inpainting-ei", "--device", "cpu", "--batch", "2", "--loss", "rei", "--lr", "0.001",
-            "--moi", "0.5", "--tv-weight", "0.0", "--ei-noise", "--ei-detach", "--steps", "2",
+            "--moi", "0.5", "--heldout", "0.5", "--tv-weight", "0.0", "--ei-noise", "--ei-detach",
+            "--steps", "2",
             "--teacher-steps", "0", "--precision", "fp32", "--no-compile"]
     assert main(["train", *argv, "--runs", str(runs)]) == 0
     summary = json.loads((runs / "inpainting-ei" / "summary.json").read_text())
@@ -36,9 +37,11 @@ def test_equirecon_trains_a_recipe_and_exports_it_to_a_zoo(tmp_path: Path) -> No
     assert set(cards) == {"inpainting-ei", "inpainting-ei-avg"}
     training = cards["inpainting-ei"].raw["training"]
     assert training["steps"] == 2
-    # the --loss and --moi overrides
+    # the --loss, --moi and --heldout overrides
     assert training["loss"] == ("SURE + 1.0 x EI (shifts+D4, noisy re-measurement, no gradient "
-                                "through the target) + 0.5 x multi-operator (fresh masks)")
+                                "through the target) + 0.5 x multi-operator (fresh masks) + 0.5 "
+                                "x held-out measurements (a fifth of each, predicted from the "
+                                "rest)")
 
 
 def test_a_chain_started_by_the_tv_teacher_says_so_on_its_card(tmp_path: Path) -> None:
@@ -157,6 +160,19 @@ def test_the_ei_term_flags_are_for_ei_recipes(
     with pytest.raises(SystemExit) as info:
         main(["train", "inpainting-sup", flag])
     assert info.value.code == 2 and f"{flag} applies to EI recipes" in capsys.readouterr().err
+
+
+def test_the_heldout_term_is_for_ei_recipes_of_masked_families(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv, why in [
+        (["inpainting-sup", "--heldout", "1"], "--heldout applies to EI recipes"),
+        (["ct-ei", "--heldout", "1"], "--heldout needs a masked family"),
+        (["mri-ei", "--heldout", "-1"], "--heldout is a weight"),
+    ]:
+        with pytest.raises(SystemExit) as info:
+            main(["train", *argv])
+        assert info.value.code == 2 and why in capsys.readouterr().err
 
 
 def test_the_crop_is_for_pixel_wise_operators_and_recorded(

@@ -15,7 +15,14 @@ from models.export import ZOO
 from models.export_learned import export_learned, learned_inputs
 from models.losses import ei_loss, moi_loss, random_transform
 from models.nets.unrolled import GroupAveraged
-from models.train.loop import build_network, load_weights, operator_spec, physics_for, train
+from models.train.loop import (
+    build_network,
+    load_weights,
+    operator_spec,
+    physics_for,
+    train,
+    validate,
+)
 from models.train.recipes import RECIPES, Recipe
 from service.zoo import Zoo
 
@@ -86,6 +93,12 @@ def test_tiny_ei_training_lowers_the_ei_loss_and_exports(tmp_path: Path) -> None
     trained = build_network(TINY, "inpainting")
     load_weights(trained, run / "weights.npz")
     assert _ei_on_fixed_batch(trained) < before
+    # The log's ground-truth-free number (models.losses.heldout) falls with training, as
+    # the validation PSNR rises.
+    assert all(np.isfinite(entry["val_heldout"]) for entry in log)
+    untrained, done = (validate(TINY, n.eval(), torch.device("cpu")) for n in (before_net, trained))
+    assert done["heldout"] < untrained["heldout"] and done["psnr_db"] > untrained["psnr_db"]
+    assert done["heldout"] == pytest.approx(log[-1]["val_heldout"], rel=1e-3)
 
     # Resuming from the checkpoint continues the step count.
     resumed = train(replace(TINY, steps=60), run, device="cpu", resume=True, progress=False)
@@ -148,6 +161,20 @@ def test_the_multi_operator_term_teaches_consistency_across_masks(tmp_path: Path
     assert values[1.0] < values[0.0]
 
 
+def test_the_heldout_term_teaches_what_the_measurements_hold_out(tmp_path: Path) -> None:
+    """With the EI term off (α = 0) the loss is measurement consistency, blind to the
+    unmeasured pixels; the held-out term (measured pixels predicted from the others) makes
+    the network fill them: a lower validation held-out error and a higher PSNR."""
+    values = {}
+    for weight in (0.0, 1.0):
+        recipe = replace(TINY, alpha=0.0, heldout=weight)
+        train(recipe, tmp_path / str(weight), device="cpu", progress=False)
+        log = (tmp_path / str(weight) / "log.jsonl").read_text().splitlines()
+        values[weight] = json.loads(log[-1])
+    assert values[1.0]["val_heldout"] < values[0.0]["val_heldout"]
+    assert values[1.0]["val_psnr_db"] > values[0.0]["val_psnr_db"]
+
+
 def _graph_matches_network(path: Path, recipe: Recipe, net: torch.nn.Module) -> torch.Tensor:
     """The exported graph at ``path`` computes what ``net`` does (1e-4) on the recipe's
     export inputs; returns the network's output."""
@@ -204,6 +231,9 @@ def test_a_ct_network_with_data_consistency_trains_and_exports(tmp_path: Path) -
     )
     run, zoo = tmp_path / "run", tmp_path / "zoo"
     train(recipe, run, device="cpu", progress=False)
+    # Nothing of a CT measurement can be held out (its networks take a fixed view count).
+    log = (run / "log.jsonl").read_text().splitlines()
+    assert log and all("val_heldout" not in json.loads(line) for line in log)
     (run / "summary.json").write_text(json.dumps({"tv_weight": 0.004, "dc_step": 0.5}))
     net = build_network(recipe, "ct")
     load_weights(net, run / "weights.npz")
