@@ -221,7 +221,8 @@ RECIPES: dict[str, Recipe] = {
             compile=True,
             **_MRI_ARGS,
             description="Single-coil MRI, 4x Cartesian: unrolled CNN ending in a learned TV "
-            "step, trained by robust EI (SURE + EI over D4), no GT",
+            "step, trained by robust EI (SURE + EI over D4; the shipped model then with the EI "
+            "target detached, over rotations, plus held-out measurements), no GT",
         ),
         Recipe(
             "mri-mc",
