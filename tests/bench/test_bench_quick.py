@@ -275,3 +275,23 @@ def test_teacher_tv(tmp_path: Path) -> None:
     for row in r["rows"]:
         assert row["ort_s_per_image"] > 0 and row["torch_s_per_image"] > 0
         assert row["max_rel_diff"] < 1e-3
+
+
+def test_ct_graph(tmp_path: Path) -> None:
+    """Training-side figures (not in run_all): the shipped ct-ei graph's time splits into
+    its blocks' convolutions and the sparse product's gathers, and the three formulations
+    of A and Aᵀ compute the same product."""
+    from bench import ct_graph
+
+    r = ct_graph.main(["--quick", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "ct_graph.json").read_text()) == r
+    shares = {row["op"]: row["share"] for row in r["profile"]["ops"]}
+    assert {"Conv", "GatherElements"} <= set(shares)
+    assert all(v > 0 for v in shares.values()) and sum(shares.values()) <= 1.0 + 1e-3
+    assert r["profile"]["batch_ms"] > 0
+    rows = r["products"]
+    assert [(row["product"], row["formulation"]) for row in rows] == [
+        (p, f) for p in ("A", "Aᵀ") for f in ct_graph.FORMULATIONS
+    ]
+    for row in rows:
+        assert row["ms"] > 0 and row["max_diff"] < 1e-5
