@@ -48,6 +48,7 @@ __all__ = [
     "results_dir",
     "serve",
     "serve_all",
+    "session_median_ms",
     "shared_engine",
     "simulate",
     "stats",
@@ -105,6 +106,18 @@ def stats(seconds: Sequence[float]) -> dict[str, float]:
         "mean_ms": round(float(ms.mean()), 4),
         "min_ms": round(float(ms.min()), 4),
     }
+
+
+def session_median_ms(session: Any, feed: dict[str, np.ndarray], repeats: int) -> float:
+    """Median milliseconds of ``repeats`` runs of an onnxruntime ``session`` on ``feed``,
+    after one run that warms it up."""
+    session.run(None, feed)
+    seconds = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        session.run(None, feed)
+        seconds.append(time.perf_counter() - began)
+    return stats(seconds)["median_ms"]
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

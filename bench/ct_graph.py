@@ -30,7 +30,6 @@ import argparse
 import collections
 import json
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -40,23 +39,13 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from bench.common import ZOO, fmt, md_table, results_dir, stats, write_results
+from bench.common import ZOO, fmt, md_table, results_dir, session_median_ms, write_results
 from models.export import OPSET
 from models.export_learned import learned_inputs
 from models.train.recipes import RECIPES
 
 MODEL = "ct-ei"
 BATCH = 7  # the score's pass: one evaluation per transform of D4 but the identity
-
-
-def _median_ms(session: ort.InferenceSession, feed: dict[str, np.ndarray], repeats: int) -> float:
-    session.run(None, feed)
-    seconds = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        session.run(None, feed)
-        seconds.append(time.perf_counter() - began)
-    return stats(seconds)["median_ms"]
 
 
 def _batched(feed: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
@@ -73,7 +62,7 @@ def profile(repeats: int) -> dict[str, Any]:
         options.profile_file_prefix = str(Path(tmp) / "ct")
         path = ZOO / "graphs" / "learned" / f"{MODEL}.onnx"
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        latency = _median_ms(session, feed, repeats)
+        latency = session_median_ms(session, feed, repeats)
         events = json.loads(Path(session.end_profiling()).read_text())
     by_op: collections.Counter[str] = collections.Counter()
     for event in events:
@@ -161,7 +150,7 @@ def products(repeats: int) -> list[dict[str, Any]]:
                     {
                         "product": "A" if side == "fwd" else "Aᵀ",
                         "formulation": name,
-                        "ms": round(_median_ms(session, feed, repeats), 2),
+                        "ms": round(session_median_ms(session, feed, repeats), 2),
                         "max_diff": float(np.abs(out - reference).max() / np.abs(reference).max()),
                     }
                 )

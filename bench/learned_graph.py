@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from bench.common import fmt, md_table, results_dir, stats, write_results
+from bench.common import fmt, md_table, results_dir, session_median_ms, write_results
 from models.export import export_module
 from models.export_learned import LearnedGraph, learned_inputs
 from models.train.loop import build_network
@@ -40,13 +40,7 @@ def _latency(path: Path, feed: dict[str, np.ndarray], batch: int, repeats: int) 
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     inputs = {k: np.repeat(v[:1], batch, axis=0) for k, v in feed.items()}
-    session.run(None, inputs)
-    seconds = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        session.run(None, inputs)
-        seconds.append(time.perf_counter() - began)
-    return stats(seconds)["median_ms"]
+    return session_median_ms(session, inputs, repeats)
 
 
 def measure(repeats: int, optimise_tv: bool) -> dict[str, Any]:
