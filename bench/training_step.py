@@ -2,9 +2,10 @@
 matrix products as padded ELL against sparse CSR.
 
 Issue 3 asks that each shipped model train in about 30 minutes on 2 CPU cores. For each
-EI recipe this times its training step (the recipe's loss: SURE + EI, three network
-passes and their backward) with the blocks in float32 and in bfloat16
-(``Recipe.precision``: autocast and channels-last weights, ``models.nets.unrolled``),
+EI recipe this times its training step (the recipe's loss: SURE + EI for CT and
+inpainting, MC + EI + the held-out term for MRI, three network passes and their
+backward) with the blocks in float32 and in bfloat16 (``Recipe.precision``: autocast
+and channels-last weights, ``models.nets.unrolled``),
 the two arms interleaved in one process, and compares the two gradients at the same
 weights and batch (cosine similarity, relative norm of the difference): what bfloat16
 costs in fidelity. Then the bfloat16 step eager against through ``torch.compile``

@@ -25,8 +25,9 @@ Chosen per recipe (``models/train/recipes.py``):
   view of the set), and a shift moves no null-space direction (it multiplies the
   Fourier transform by a phase, the sampled radial lines stay put), so every
   grid group teaches nothing there.
-* MRI, Cartesian column masks: ``D4``. A quarter turn or a transpose turns
-  columns into rows, which is new information; ``flips`` alone would teach nothing
+* MRI, Cartesian column masks: ``D4`` of the grid groups, ``rotate`` in mri-ei. A
+  quarter turn or a transpose turns columns into rows, which is new information;
+  ``flips`` alone would teach nothing
   (a real image's k-space is Hermitian, so a column set already sees its mirror),
   nor would shifts (a shift is a phase ramp in k-space: the mask commutes with it).
   Under one fixed mask D4 leaves a gap: a frequency whose row and column are both
@@ -35,8 +36,9 @@ Chosen per recipe (``models/train/recipes.py``):
   would bring it into view. mri-ei draws a fresh mask every step, so other masks
   sample it: in an A/B with the gradient through the target, ``rotate`` trained no
   better than D4 (docs/training-log.md, "MRI: a fresh schedule, a TV step"); with the
-  target detached (``detach``) it gained 0.46 dB over D4 in 400 steps, and the shipped
-  mri-ei's second stage uses it (docs/training-log.md, "A held-out measurement error").
+  target detached (``detach``) it gained 0.46 dB over D4 in 400 steps (docs/training-log.md,
+  "A held-out measurement error"), so mri-ei trains over ``rotate`` with the target
+  detached.
 * Inpainting, random pixel masks: ``shifts+D4``: no transform leaves such a mask
   invariant, and shifts add many more elements than D4's seven.
 

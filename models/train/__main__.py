@@ -71,10 +71,9 @@ def _command(args: argparse.Namespace, steps: int) -> str:
         words += ["--tv-weight", str(args.tv_weight)]
     if args.dc_step is not None:
         words += ["--dc-step", str(args.dc_step)]
-    if args.ei_noise:
-        words += ["--ei-noise"]
-    if args.ei_detach:
-        words += ["--ei-detach"]
+    for flag, value in (("ei-noise", args.ei_noise), ("ei-detach", args.ei_detach)):
+        if value is not None:
+            words += [f"--{flag}" if value else f"--no-{flag}"]
     if args.resume:
         words += ["--resume"]
     if args.init is not None:
@@ -206,14 +205,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--ei-noise",
-        action="store_true",
-        help="re-measure T x̂ with the data's noise in the EI term (EI recipes)",
+        action=argparse.BooleanOptionalAction,
+        help="override whether the EI term re-measures T x̂ with the data's noise (EI recipes)",
     )
     parser.add_argument(
         "--ei-detach",
-        action="store_true",
-        help="no gradient through the EI term's target T x̂: the term only teaches the "
-        "network to reconstruct it (EI recipes)",
+        action=argparse.BooleanOptionalAction,
+        help="override whether the EI term's target T x̂ is detached: no gradient through "
+        "it, so the term only teaches the network to reconstruct it (EI recipes; mri-ei "
+        "detaches it)",
     )
     parser.add_argument(
         "--crop",
@@ -326,12 +326,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.dc_step < 0 or (args.dc_step and not recipe.tv_weight):
             parser.error("--dc-step is a step >= 0 and needs a TV step (--tv-weight)")
         recipe = dataclasses.replace(recipe, dc_step=args.dc_step)
-    if args.ei_noise:
-        _require_ei(parser, recipe, "--ei-noise")
-        recipe = dataclasses.replace(recipe, ei_noise=True)
-    if args.ei_detach:
-        _require_ei(parser, recipe, "--ei-detach")
-        recipe = dataclasses.replace(recipe, ei_detach=True)
+    for flag, name in (("ei-noise", "ei_noise"), ("ei-detach", "ei_detach")):
+        value = getattr(args, name)
+        if value is not None:
+            _require_ei(parser, recipe, f"--{flag}" if value else f"--no-{flag}")
+            recipe = dataclasses.replace(recipe, **{name: value})
     if args.precision is None:
         device = loop.select_device(args.device)
         if loop.fast_precision(recipe.precision, device) != recipe.precision:

@@ -153,13 +153,28 @@ def test_the_tv_weight_is_recorded_for_the_export_and_the_command(tmp_path: Path
     assert summary["command"] == "python -m models.train " + " ".join(argv)
 
 
-@pytest.mark.parametrize("flag", ["--ei-noise", "--ei-detach"])
+@pytest.mark.parametrize("flag", ["--ei-noise", "--ei-detach", "--no-ei-detach"])
 def test_the_ei_term_flags_are_for_ei_recipes(
     flag: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as info:
         main(["train", "inpainting-sup", flag])
     assert info.value.code == 2 and f"{flag} applies to EI recipes" in capsys.readouterr().err
+
+
+def test_a_recipe_s_ei_term_flags_can_be_turned_off_and_the_command_says_so(
+    tmp_path: Path,
+) -> None:
+    """mri-ei detaches its EI target and re-measures with noise; --no-ei-detach and
+    --no-ei-noise give the attached, noiseless term of the EI paper, as its card records."""
+    recipe = RECIPES["mri-ei"]
+    assert recipe.ei_detach and recipe.ei_noise
+    argv = ["mri-ei", "--device", "cpu", "--batch", "1", "--no-ei-noise", "--no-ei-detach",
+            "--steps", "1", "--teacher-steps", "0", "--precision", "fp32", "--no-compile"]
+    assert main(["train", *argv, "--runs", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "mri-ei" / "summary.json").read_text())
+    assert not summary["ei_detach"] and not summary["ei_noise"]
+    assert summary["command"] == "python -m models.train " + " ".join(argv)
 
 
 def test_the_heldout_term_is_for_ei_recipes_of_masked_families(
