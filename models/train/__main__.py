@@ -48,6 +48,11 @@ def _hardware(device: str) -> str:
     return f"{cpu}, {os.cpu_count()} cores (CPU)"
 
 
+#: The EI term's switches, each a Recipe field of the same name (underscored) that a
+#: flag turns on (--ei-noise) or off (--no-ei-noise).
+_EI_SWITCHES = ("ei-noise", "ei-detach")
+
+
 def _command(args: argparse.Namespace, steps: int) -> str:
     """The command that reproduces this run (a time budget becomes its step count)."""
     words = ["python -m models.train", args.recipe, "--device", args.device]
@@ -71,7 +76,8 @@ def _command(args: argparse.Namespace, steps: int) -> str:
         words += ["--tv-weight", str(args.tv_weight)]
     if args.dc_step is not None:
         words += ["--dc-step", str(args.dc_step)]
-    for flag, value in (("ei-noise", args.ei_noise), ("ei-detach", args.ei_detach)):
+    for flag in _EI_SWITCHES:
+        value = getattr(args, flag.replace("-", "_"))
         if value is not None:
             words += [f"--{flag}" if value else f"--no-{flag}"]
     if args.resume:
@@ -326,7 +332,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.dc_step < 0 or (args.dc_step and not recipe.tv_weight):
             parser.error("--dc-step is a step >= 0 and needs a TV step (--tv-weight)")
         recipe = dataclasses.replace(recipe, dc_step=args.dc_step)
-    for flag, name in (("ei-noise", "ei_noise"), ("ei-detach", "ei_detach")):
+    for flag in _EI_SWITCHES:
+        name = flag.replace("-", "_")
         value = getattr(args, name)
         if value is not None:
             _require_ei(parser, recipe, f"--{flag}" if value else f"--no-{flag}")
