@@ -246,7 +246,7 @@ def test_a_ct_network_with_data_consistency_trains_and_exports(tmp_path: Path) -
     from models.train.__main__ import main
 
     with pytest.raises(SystemExit):
-        main(["ct-sup", "--dc-step", "0.5", "--steps", "1", "--runs", str(tmp_path / "x")])
+        main(["mri-sup", "--dc-step", "0.5", "--steps", "1", "--runs", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
 
 
