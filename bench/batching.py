@@ -126,12 +126,14 @@ def _counters(url: str) -> tuple[float, float, float, float]:
 
 
 def rss_mb(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM of a process, in MiB."""
+    """VmRSS and VmHWM of a running process, in MiB."""
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
         if key in ("VmRSS", "VmHWM"):
             fields[key] = round(int(value.split()[0]) / 1024, 1)
+    if len(fields) != 2:  # an exited, unreaped process has no memory lines
+        raise RuntimeError(f"process {pid} is not running: no memory to read")
     return fields
 
 

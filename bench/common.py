@@ -246,11 +246,24 @@ def learned_cards(zoo_dir: Path = ZOO, *, one_per_family: bool = True) -> list[M
 # ---- servers ------------------------------------------------------------------
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports.
+
+    The probe sockets stay open until all are drawn: closed one by one, the kernel may
+    hand the same port out twice, and two servers started on it at once would leave one
+    failed to bind and the other answering both URLs (CI saw a benchmark read the memory
+    of an exited server that way).
+    """
+    with ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    (port,) = free_ports(1)
+    return port
 
 
 @dataclass
@@ -289,8 +302,7 @@ def serve_all(
     """:func:`serve` for several ``(settings, env)`` at once: all launched, then awaited."""
     with ExitStack() as stack:
         launched = []
-        for settings, env in configs:
-            port = free_port()
+        for (settings, env), port in zip(configs, free_ports(len(configs)), strict=True):
             if settings is None:
                 cmd = [sys.executable, "-m", "service.cli", "serve", "--log-level", "warning"]
             else:
@@ -305,8 +317,11 @@ def serve_all(
                                     stderr=subprocess.STDOUT)
             stack.callback(_stop, proc)
             launched.append((f"http://127.0.0.1:{port}", proc, t0, log))
-        yield [Server(url, proc.pid, wait_ready(url, proc, t0, timeout_s, log), proc)
-               for url, proc, t0, log in launched]
+        servers = [Server(url, proc.pid, wait_ready(url, proc, t0, timeout_s, log), proc)
+                   for url, proc, t0, log in launched]
+        for _, proc, _, log in launched:
+            _check_running(proc, log)  # a server that lost its port would have exited by now
+        yield servers
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -371,6 +386,13 @@ def celery_worker(broker_url: str, name: str = "bench") -> Iterator[subprocess.P
             _stop(proc)
 
 
+def _check_running(proc: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+    if proc.poll() is not None:
+        log.seek(0)
+        err = log.read().decode(errors="replace")
+        raise RuntimeError(f"the server exited with {proc.returncode}:\n{err[-2000:]}")
+
+
 def wait_ready(
     url: str, proc: subprocess.Popen[bytes], t0: float, timeout_s: float, log: IO[bytes]
 ) -> float:
@@ -382,10 +404,7 @@ def wait_ready(
                     return time.perf_counter() - t0
             except httpx.HTTPError:
                 pass
-            if proc.poll() is not None:
-                log.seek(0)
-                err = log.read().decode(errors="replace")
-                raise RuntimeError(f"the server exited with {proc.returncode}:\n{err[-2000:]}")
+            _check_running(proc, log)
             if time.perf_counter() - t0 > timeout_s:
                 raise RuntimeError(f"the server was not ready after {timeout_s} s")
             time.sleep(0.01)

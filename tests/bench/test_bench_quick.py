@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench import batching, coldstart, quality, run_all, scaling, serving, tv_compare
-from bench.common import stats
+from bench.common import free_ports, stats
 
 VERDICTS = {"met", "missed", "skipped", "not available", "error", "-"}
 
@@ -205,6 +209,25 @@ def test_prometheus_samples_match_labels_in_any_order() -> None:
     assert batching._metric(text, "x_sum", batching._POST) == 3.5
     assert batching._metric(text, "x_count", batching._POST) == 7.0
     assert batching._metric(text, "missing") == 0.0
+
+
+def test_servers_started_together_get_distinct_ports() -> None:
+    ports = free_ports(64)
+    assert len(set(ports)) == 64 and all(1024 <= p < 65536 for p in ports)
+
+
+def test_memory_of_an_exited_server_is_an_error_not_an_empty_reading() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        assert batching.rss_mb(os.getpid())["VmRSS"] > 0
+        deadline = time.monotonic() + 30  # until it has exited, unreaped (a zombie)
+        while "zombie" not in Path(f"/proc/{proc.pid}/status").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with pytest.raises(RuntimeError, match="not running"):
+            batching.rss_mb(proc.pid)
+    finally:
+        proc.wait()
 
 
 def test_rotation_fidelity(tmp_path: Path) -> None:
