@@ -156,6 +156,7 @@ def _card(
     loss = {
         "ei": f"measurement consistency + {alpha} x EI ({group}){multi}",
         "rei": f"SURE + {alpha} x EI ({group}){multi}",
+        "r2r": f"recorrupted-to-recorrupted + {alpha} x EI ({group}){multi}",
         "sure": "SURE (Stein's unbiased risk estimate), no ground truth",
         "mc": "measurement consistency only, no ground truth (the baseline EI improves on)",
         "sup": "supervised mean squared error (uses ground truth)",

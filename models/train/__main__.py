@@ -24,7 +24,7 @@ from typing import Any
 from models.losses import HELDOUT_KERNELS, TRANSFORMS
 from models.train import loop
 from models.train.loop import train
-from models.train.recipes import PIXELWISE_FAMILIES, RECIPES, Recipe
+from models.train.recipes import EI_LOSSES, PIXELWISE_FAMILIES, RECIPES, Recipe
 
 RUNS = Path(__file__).resolve().parents[2] / "runs"
 
@@ -119,7 +119,7 @@ def _teach(recipe: Recipe, out: Path, args: argparse.Namespace) -> Path:
 
 def _require_ei(parser: argparse.ArgumentParser, recipe: Recipe, flag: str) -> None:
     """Refuse ``flag`` (a usage error) unless ``recipe`` trains by an EI loss."""
-    if recipe.loss not in ("ei", "rei"):
+    if recipe.loss not in EI_LOSSES:
         parser.error(f"{flag} applies to EI recipes; {recipe.name} trains by {recipe.loss}")
 
 
@@ -167,8 +167,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--loss",
-        choices=["ei", "rei", "tv-teacher"],
+        choices=[*EI_LOSSES, "tv-teacher"],
         help="override an EI recipe's loss: ei = MC + alpha EI, rei = SURE + alpha EI, "
+        "r2r = recorrupted-to-recorrupted + alpha EI (unbiased like SURE, one network pass "
+        "fewer), "
         "tv-teacher = reproduce the service's TV reconstruction of each measurement at the "
         "recipe's teacher batch and learning rate (a warm start for an EI run given its "
         "weights by --init; no ground truth)",
@@ -359,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.teacher_batches is not None:
         if args.teacher_batches < 1:
             parser.error("--teacher-batches must be >= 1")
-        if recipe.loss not in ("ei", "rei", "tv-teacher"):
+        if recipe.loss not in (*EI_LOSSES, "tv-teacher"):
             parser.error("--teacher-batches applies to EI recipes and their TV teacher")
         recipe = dataclasses.replace(recipe, teacher_batches=args.teacher_batches)
     out = args.runs / recipe.name

@@ -40,7 +40,9 @@ from models.losses import (
     heldout_error,
     mc_loss,
     moi_loss,
+    r2r_loss,
     random_transform,
+    recorrupt,
     split,
     supervised_loss,
     sure_loss,
@@ -174,18 +176,26 @@ def _loss(
     if recipe.loss == "sup":
         x = _augment(x, gen)
     y = physics(x, sigma, gen)
-    x1 = recon(y)
+    if recipe.loss == "r2r":
+        # x1 = f(y1) is both the data term's and the EI term's reconstruction: two network
+        # passes a step where SURE + EI takes three.
+        y_in, y_target = recorrupt(y, sigma, generator=gen)
+        x1 = recon(y_in)
+        data = r2r_loss(x1, y_target, physics, sigma)
+    else:
+        x1 = recon(y)
     if recipe.loss == "sup":
         return supervised_loss(x1, x)
     if recipe.loss == "sure":
         return sure_loss(x1, y, physics, recon, sigma, generator=gen)
     if recipe.loss == "mc":
         return mc_loss(x1, y, physics)
-    data = (
-        mc_loss(x1, y, physics)
-        if recipe.loss == "ei"
-        else sure_loss(x1, y, physics, recon, sigma, generator=gen)
-    )
+    if recipe.loss == "ei":
+        data = mc_loss(x1, y, physics)
+    elif recipe.loss == "rei":
+        data = sure_loss(x1, y, physics, recon, sigma, generator=gen)
+    elif recipe.loss != "r2r":
+        raise ValueError(f"unknown loss {recipe.loss!r}")
     assert recipe.transform is not None
     transform = random_transform(recipe.transform, gen, tuple(x.shape[-2:]))
     ei_sigma = sigma if recipe.ei_noise else 0.0

@@ -14,7 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["PIXELWISE_FAMILIES", "RECIPES", "Recipe"]
+__all__ = ["EI_LOSSES", "PIXELWISE_FAMILIES", "RECIPES", "Recipe"]
+
+#: The losses with an EI term: a data term (MC, SURE, R2R) + α EI.
+EI_LOSSES = ("ei", "rei", "r2r")
 
 SIZE = 128
 #: Families whose operator acts pixel by pixel: on a crop it is the same operator on a
@@ -29,8 +32,10 @@ class Recipe:
     family: str
     operator: dict[str, Any]
     data: str  # models.data source: "ellipses" | "brain" | "natural"
-    # "ei" (MC + α EI), "rei" (SURE + α EI), "mc", "sup", "sure", "tv-teacher" (reproduce
-    # the service's TV reconstruction of y: a warm start, models.train.teacher)
+    # "ei" (MC + α EI), "rei" (SURE + α EI), "r2r" (recorrupted-to-recorrupted + α EI:
+    # unbiased like SURE, one network pass fewer; models.losses.consistency), "mc", "sup",
+    # "sure", "tv-teacher" (reproduce the service's TV reconstruction of y: a warm start,
+    # models.train.teacher)
     loss: str
     sigma: float | tuple[float, float]  # noise std, or a range drawn per sample
     transform: str | None = None  # EI group (models.losses.equivariant)

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from models.losses import ei_loss, mc_loss, moi_loss, random_transform, sure_loss
+from models.losses import (
+    R2R_ALPHA,
+    ei_loss,
+    mc_loss,
+    moi_loss,
+    r2r_loss,
+    random_transform,
+    recorrupt,
+    sure_loss,
+)
 from models.physics.operators import Physics
 
 
@@ -25,6 +35,27 @@ def test_sure_estimates_the_error_of_a_known_denoiser() -> None:
     assert abs(estimate - true_error) < 0.1 * true_error
     naive = float(mc_loss(shrink(y), y, physics))
     assert abs(naive - true_error) > 3 * abs(estimate - true_error)
+
+
+def test_r2r_estimates_the_error_of_a_known_denoiser_from_one_pass() -> None:
+    """R2R's target carries noise independent of its input's, so ``‖A f(y₁) - y₂‖²``
+    less the known noise energy is the error of ``f(y₁)``; MC against ``y`` is not."""
+    physics = Physics.from_json({"type": "denoising", "shape": [64, 64]}, torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 64, 64, generator=gen, dtype=torch.float64)
+    sigma = 0.1
+    y = physics(x, sigma, gen)
+    y_in, y_target = recorrupt(y, sigma, generator=gen)
+    assert float((y_in - y).std()) == pytest.approx(R2R_ALPHA * sigma, rel=0.02)
+
+    def shrink(v: torch.Tensor) -> torch.Tensor:
+        return 0.7 * v + 0.3 * v.mean()
+
+    for f in (shrink, lambda v: v):  # a denoiser, and a copy of its (noisier) input
+        true_error = float(((f(y_in) - x) ** 2).mean())
+        estimate = float(r2r_loss(f(y_in), y_target, physics, sigma))
+        assert abs(estimate - true_error) < 0.08 * true_error  # the noisy target's spread
+        assert abs(float(mc_loss(f(y_in), y, physics)) - true_error) > 0.2 * true_error
 
 
 def test_mc_vanishes_on_the_pseudo_inverse() -> None:
