@@ -159,35 +159,31 @@ RECIPES: dict[str, Recipe] = {
     for r in [
         Recipe(
             "ct-ei",
-            # Robust EI: side by side on one GPU for the same 300 s, 43.57 dB against MC +
-            # EI's 41.80 on the trainer's validation images (docs/training-log.md). The
-            # shipped model starts from the TV teacher (teacher_steps, run first by
-            # models.train): 46.07 dB against 44.36 from the pseudo-inverse, with the final TV
-            # step (0.004: the post-hoc optimum on ct-ei's outputs, docs/training-log.md "CT:
-            # a TV teacher"). With bfloat16 blocks and half the TV targets (512: they cost ~1 s
-            # each) the chain fits 30 min on 2 CPU cores with 1448 EI steps: 46.40 dB, the
-            # 32-channel model then (docs/training-log.md "CT: half the TV targets, more EI
-            # steps"). With 48-channel blocks (_CT_ARGS), a quarter of the targets (256) and
-            # the teacher's TV in torch (targets in under a minute), 30 minutes fit 1615 EI
-            # steps: 47.33 dB (docs/training-log.md "CT: 48-channel blocks, a quarter of the
-            # TV targets"). The shipped model is that run continued by a second one that adds
-            # the data-consistency stage (--init, --dc-step 0.5; its card holds both commands):
-            # 48.79 dB; ct-mc was continued the same way (docs/training-log.md "CT: one
-            # filtered-back-projection correction"), ct-sup trains the stage from its first
-            # step. By one command with the stage (--dc-step 0.5) this recipe reaches 48.36 dB,
-            # 2.05 under ct-sup ("CT: ct-sup in one command").
-            loss="rei",
+            # One command, 30 minutes on 2 CPU cores: the TV teacher (600 steps, 12 min;
+            # teacher_steps, run first by models.train: 46.07 dB against 44.36 from the
+            # pseudo-inverse, docs/training-log.md "CT: a TV teacher"), then R2R + EI over
+            # rotations (noisy re-measurement) with the final TV step (0.004) and the
+            # data-consistency stage (dc_step) from the first step, bfloat16 blocks
+            # (docs/training-log.md "CT: recorrupted-to-recorrupted in place of SURE").
+            # R2R is as unbiased as SURE at CT's noise with one network pass fewer: steps
+            # at ~1.3 s instead of ~1.9, and better ones (48.34 dB on the trainer's 8 at
+            # step 400, robust EI 48.02). It replaced a 43-minute chain of robust EI
+            # (48.79 dB: 1615 steps without the stage, then 197 adding it; "CT: one
+            # filtered-back-projection correction").
+            loss="r2r",
             transform="rotate",
             ei_noise=True,
             lr=5e-4,
             tv_weight=0.004,
+            dc_step=0.5,
             teacher_steps=600,
             teacher_batches=32,
-            steps=1615,
+            steps=736,
             precision="bf16",
             **_CT_ARGS,
-            description="CT, 50 views: unrolled CNN ending in a learned TV step, started by "
-            "reproducing TV, then trained by robust EI (SURE + EI over rotations), no GT",
+            description="CT, 50 views: unrolled CNN ending in a learned TV step and a "
+            "data-consistency stage, started by reproducing TV, then trained by R2R + EI over "
+            "rotations, no GT",
         ),
         Recipe(
             "ct-mc",
