@@ -62,6 +62,8 @@ def _command(args: argparse.Namespace, steps: int) -> str:
         words += ["--crop", str(args.crop)]
     if args.alpha is not None:
         words += ["--alpha", str(args.alpha)]
+    if args.r2r_alpha is not None:
+        words += ["--r2r-alpha", str(args.r2r_alpha)]
     if args.transform is not None:
         words += ["--transform", args.transform]
     if args.loss is not None:
@@ -161,6 +163,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--alpha", type=float, help="override the recipe's EI weight (ei/rei losses)"
+    )
+    parser.add_argument(
+        "--r2r-alpha",
+        type=float,
+        metavar="A",
+        help="override R2R's recorruption strength (r2r loss): the network sees y + A w and "
+        "answers for y - w/A, w ~ N(0, sigma^2)",
     )
     parser.add_argument(
         "--transform", choices=TRANSFORMS, help="override the recipe's EI group (ei/rei losses)"
@@ -300,6 +309,10 @@ def main(argv: list[str] | None = None) -> None:
         recipe = dataclasses.replace(recipe, crop=args.crop)
     if args.alpha is not None:
         recipe = dataclasses.replace(recipe, alpha=args.alpha)
+    if args.r2r_alpha is not None:
+        if args.r2r_alpha <= 0 or recipe.loss != "r2r":
+            parser.error("--r2r-alpha is a positive strength for the r2r loss")
+        recipe = dataclasses.replace(recipe, r2r_alpha=args.r2r_alpha)
     if args.lr is not None:
         if args.lr <= 0:
             parser.error("--lr must be positive")

@@ -179,9 +179,9 @@ def _loss(
     if recipe.loss == "r2r":
         # x1 = f(y1) is both the data term's and the EI term's reconstruction: two network
         # passes a step where SURE + EI takes three.
-        y_in, y_target = recorrupt(y, sigma, generator=gen)
+        y_in, y_target = recorrupt(y, sigma, recipe.r2r_alpha, generator=gen)
         x1 = recon(y_in)
-        data = r2r_loss(x1, y_target, physics, sigma)
+        data = r2r_loss(x1, y_target, physics, sigma, recipe.r2r_alpha)
     else:
         x1 = recon(y)
     if recipe.loss == "sup":

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from models.losses.consistency import R2R_ALPHA
+
 __all__ = ["EI_LOSSES", "PIXELWISE_FAMILIES", "RECIPES", "Recipe"]
 
 #: The losses with an EI term: a data term (MC, SURE, R2R) + α EI.
@@ -41,6 +43,9 @@ class Recipe:
     transform: str | None = None  # EI group (models.losses.equivariant)
     vary: str | None = None  # spec path of a seed redrawn every step, e.g. "mask.random.seed"
     alpha: float = 1.0
+    # R2R's recorruption strength (loss "r2r"; models.losses.consistency.recorrupt): the
+    # network sees y + r2r_alpha w and answers for y - w / r2r_alpha, w ~ N(0, σ²).
+    r2r_alpha: float = R2R_ALPHA
     # Re-measure T x̂ with the data's noise in the EI term (models.losses.ei_loss).
     ei_noise: bool = False
     # Stop the gradient through the EI term's target T x̂ (models.losses.ei_loss ``detach``).

@@ -143,6 +143,17 @@ def test_the_learning_rate_must_be_positive(capsys: pytest.CaptureFixture[str]) 
     assert "--lr must be positive" in capsys.readouterr().err
 
 
+def test_the_r2r_strength_is_positive_and_for_the_r2r_loss(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv in (["ct-sup", "--r2r-alpha", "0.3"], ["ct-ei", "--r2r-alpha", "0"],
+                 ["ct-ei", "--loss", "rei", "--r2r-alpha", "0.3"]):
+        with pytest.raises(SystemExit) as info:
+            main(["train", *argv])
+        assert info.value.code == 2
+        assert "--r2r-alpha is a positive strength for the r2r loss" in capsys.readouterr().err
+
+
 def test_the_tv_weight_is_recorded_for_the_export_and_the_command(tmp_path: Path) -> None:
     # --no-compile: a one-step run is not worth compiling the recipe's loss for (~1.5 min)
     argv = ["inpainting-sup", "--device", "cpu", "--batch", "1", "--tv-weight", "0.02",

@@ -167,6 +167,28 @@ def test_r2r_plus_ei_trains_from_one_pass_on_recorrupted_measurements(tmp_path: 
     assert done["psnr_db"] > untrained["psnr_db"] + 1
 
 
+def test_the_r2r_strength_is_the_recipes(tmp_path: Path) -> None:
+    """The loop recorrupts with the recipe's ``r2r_alpha`` (default R2R_ALPHA): with the
+    same draws, another strength gives another loss."""
+    from models.data.sources import batch, make_source
+    from models.losses.consistency import R2R_ALPHA
+    from models.train.loop import _loss
+
+    recipe = replace(TINY, loss="r2r", sigma=0.05)
+    net = build_network(recipe, "inpainting")
+    physics = physics_for(operator_spec(recipe, 32, 0))
+    x = batch(make_source("natural", 32, "val"), range(4))
+
+    def loss(alpha: float) -> float:
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(0)
+            step = replace(recipe, r2r_alpha=alpha)
+            return float(_loss(step, net, physics, x, 0.05, gen, torch.device("cpu")))
+
+    assert recipe.r2r_alpha == R2R_ALPHA
+    assert loss(R2R_ALPHA) == loss(R2R_ALPHA) != pytest.approx(loss(2.0), rel=1e-3)
+
+
 def test_the_multi_operator_term_teaches_consistency_across_masks(tmp_path: Path) -> None:
     values = {}
     for moi in (0.0, 1.0):
