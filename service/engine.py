@@ -11,6 +11,8 @@ dropping converged samples from the batch as it goes.
 from __future__ import annotations
 
 import functools
+import itertools
+import threading
 from dataclasses import astuple, dataclass
 
 import numpy as np
@@ -26,6 +28,7 @@ __all__ = [
     "choose_lambda",
     "select_providers",
     "step_ratio",
+    "take_rows",
 ]
 
 #: Auto-λ rule: λ = κ_kernel · σ/‖A‖ (the noise level of the normalised data
@@ -129,20 +132,61 @@ class Engine:
             for rel in zoo.files
             if rel.startswith("graphs/") and rel.endswith(".onnx")
         }
+        # The last operator tensors repeated to a batch: the (name, source) pairs and
+        # the repeated tensors; see _repeated.
+        self._last_repeated: tuple[
+            tuple[tuple[str, np.ndarray], ...], dict[str, np.ndarray]
+        ] = ((), {})
+        self._lock = threading.Lock()
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run ``graphs/{graph}.onnx`` (``graph`` = "kernel.role") or a zoo-relative path."""
+        """Run ``graphs/{graph}.onnx`` (``graph`` = "kernel.role") or a zoo-relative path.
+
+        Operator tensors shared by the batch (leading axis 1) are repeated to its rows
+        here, for the call only: the graphs take one operator per row."""
         rel = graph if graph.endswith(".onnx") else f"graphs/{graph}.onnx"
         try:
             session = self._sessions[rel]
         except KeyError as exc:
             raise ZooError(f"{rel} is not in the zoo") from exc
         wanted = {i.name for i in session.get_inputs()}
-        return session.run(None, {k: v for k, v in feeds.items() if k in wanted})
+        feeds = {k: v for k, v in feeds.items() if k in wanted}
+        batch = feeds["y" if "y" in feeds else "x"].shape[0]
+        shared = {k: v for k, v in feeds.items() if v.ndim and v.shape[0] == 1}
+        if batch > 1 and shared:
+            feeds |= self._repeated(shared, batch)
+        return session.run(None, feeds)
+
+    def _repeated(self, shared: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+        """``shared`` repeated to ``batch`` rows. The last copy is kept, and a call with
+        the same arrays and at most its rows takes its leading rows (a view): a scored
+        CT request's chunks of ``A T_g x̂`` and of ``f``, and the next request on the
+        same angles, share one copy (52 MB a row) instead of making their own."""
+        with self._lock:
+            sources, value = self._last_repeated
+            if (
+                value
+                and next(iter(value.values())).shape[0] >= batch
+                and len(sources) == len(shared)
+                and all(shared.get(name) is array for name, array in sources)
+            ):
+                return {k: v[:batch] for k, v in value.items()}
+            value = {k: np.repeat(v, batch, axis=0) for k, v in shared.items()}
+            for v in value.values():
+                v.flags.writeable = False  # read by concurrent calls
+            self._last_repeated = (tuple(shared.items()), value)
+            return value
 
     def forward(self, kernel: str, x: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
-        """``A x`` for a batch: x [B, H, W] -> [B, *graph measurement shape]."""
-        return self._run(f"{kernel}.forward", {"x": _f32(x), **params})[0]
+        """``A x`` for a batch: x [B, H, W] -> [B, *graph measurement shape]; ``params``
+        as :meth:`reconstruct` takes them."""
+        x = _f32(x)
+        chunks = _chunks(params, x.shape[0])
+        if len(chunks) > 1:
+            return np.concatenate([
+                self.forward(kernel, x[rows], take_rows(params, rows)) for rows in chunks
+            ])
+        return self._run(f"{kernel}.forward", {"x": x, **params})[0]
 
     def reconstruct(
         self,
@@ -155,23 +199,25 @@ class Engine:
     ) -> ReconOutput:
         """Run ``model`` on a batch of measurements of one kernel.
 
+        ``params``: each operator tensor with a leading axis of B (an operator per row)
+        or of 1 (one operator for every row, as a scored request's evaluations have:
+        no copy per row is made before a graph call needs it).
+
         A batch whose operator tensors exceed :data:`CHUNK_BYTES` runs in chunks: CT's
         are 63 MB a sample at 128x128, and its gathers cost time in proportion to the
         batch anyway (1.5 ms for one forward, 9.8 ms for 8), so chunks bound the memory
         (a D4-scored CT request is a batch of 8) at no cost in time.
         """
-        per_sample = sum(v[:1].nbytes for v in params.values())
-        chunk = max(1, CHUNK_BYTES // max(per_sample, 1))
-        if y.shape[0] > chunk:
+        chunks = _chunks(params, y.shape[0])
+        if len(chunks) > 1:
             parts = [
                 astuple(
                     self.reconstruct(
-                        model, kernel, y[i : i + chunk],
-                        {k: v[i : i + chunk] for k, v in params.items()},
-                        norms[i : i + chunk], options[i : i + chunk],
+                        model, kernel, y[rows], take_rows(params, rows),
+                        norms[rows], options[rows],
                     )
                 )
-                for i in range(0, y.shape[0], chunk)
+                for rows in chunks
             ]
             return ReconOutput(*(np.concatenate(field) for field in zip(*parts, strict=True)))
         card = self.zoo.cards[model]
@@ -235,7 +281,7 @@ class Engine:
                 # Operator tensors can be large (CT: 63 MB a sample), so they are sliced
                 # when the active set shrinks, not copied again for every block call.
                 active = active[keep]
-                sliced = {k: v[active] for k, v in fixed.items()}
+                sliced = take_rows(fixed, active)
         return ReconOutput(state["x"], iterations, lam)
 
 
@@ -276,6 +322,21 @@ def _options(rel: str) -> ort.SessionOptions:
 
 #: PDHG iterations per exported block (models/recon/tv.py BLOCK_ITERATIONS).
 _BLOCK = 10
+
+
+def take_rows(tensors: dict[str, np.ndarray], rows: np.ndarray | slice) -> dict[str, np.ndarray]:
+    """The given rows of per-row tensors; a tensor shared by every row (leading axis 1)
+    stays as it is."""
+    return {k: v if v.shape[0] == 1 else v[rows] for k, v in tensors.items()}
+
+
+def _chunks(params: dict[str, np.ndarray], batch: int) -> list[slice]:
+    """The rows of each graph call: as many as :data:`CHUNK_BYTES` of operator tensors
+    allow, spread evenly (7 rows at most 3 a call: 3, 2, 2, not 3, 3, 1)."""
+    per_row = sum(v[:1].nbytes for v in params.values())
+    calls = -(-batch // max(1, CHUNK_BYTES // max(per_row, 1)))
+    ends = [batch * i // calls for i in range(calls + 1)]
+    return [slice(a, b) for a, b in itertools.pairwise(ends)]
 
 
 def _sigma(options: ReconOptions, y: np.ndarray) -> float:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from service import equivariance as eq
-from service.engine import Engine, ReconOptions
+from service.engine import Engine, ReconOptions, take_rows
 from service.operators.compile import CompiledOperator
 
 __all__ = ["EquivarianceResult", "Outcome", "Task", "batch_key", "run_batch"]
@@ -67,6 +67,10 @@ def batch_key(task: Task) -> Hashable:
 
 
 def _stack(ops: Sequence[CompiledOperator]) -> dict[str, np.ndarray]:
+    """Operator tensors on a leading batch axis: of length 1 when every task has the same
+    operator (compiled operators are cached by spec), which the engine then shares."""
+    if all(op is ops[0] for op in ops):
+        return {k: v[None] for k, v in ops[0].params.items()}
     return {k: np.stack([op.params[k] for op in ops]) for k in ops[0].params}
 
 
@@ -122,7 +126,7 @@ def run_batch(engine: Engine, tasks: Sequence[Task], max_batch: int = 8) -> list
             images += [x_hat[i], *(g.apply(x_hat[i]) for g in tasks[i].transforms)]
             owner += [i] * sizes[i]
         rows = np.array(owner)
-        a_x = engine.forward(kernel, np.stack(images), {k: v[rows] for k, v in params.items()})
+        a_x = engine.forward(kernel, np.stack(images), take_rows(params, rows))
         offset, evals = 0, list[int]()
         for i in group:
             consistency[i] = _norm(a_x[offset] - y[i]) / max(_norm(y[i]), 1e-30)
@@ -133,7 +137,7 @@ def run_batch(engine: Engine, tasks: Sequence[Task], max_batch: int = 8) -> list
             who = rows[idx]
             rec = engine.reconstruct(
                 first.model, kernel, a_x[idx].astype(np.float32),
-                {k: v[who] for k, v in params.items()}, norms[who],
+                take_rows(params, who), norms[who],
                 [same_f[i] for i in who],
             ).x
             offset = 0

@@ -6,9 +6,16 @@ import numpy as np
 import pytest
 
 from service import equivariance as eq
-from service.engine import ReconOptions
+from service.engine import Engine, ReconOptions
 from service.operators.compile import compile_operator
-from service.operators.spec import Denoising, Inpainting, SuperResolution
+from service.operators.spec import (
+    CT,
+    Denoising,
+    Inpainting,
+    SuperResolution,
+    UniformAngles,
+    UniformAnglesSpec,
+)
 from service.worker import Task, batch_key, run_batch
 from tests.service.fakes import FakeEngine, forward
 
@@ -96,3 +103,61 @@ def test_batch_key_separates_what_cannot_stack(x: np.ndarray) -> None:
                                    mask={"random": {"keep": 0.3, "seed": 2}}), x)
     assert batch_key(a) == batch_key(a) != batch_key(b)
     assert batch_key(c) == batch_key(d) != batch_key(a)  # masks differ, shapes do not
+
+
+def _ct(count: int) -> CT:
+    angles = UniformAngles(uniform=UniformAnglesSpec(count=count))
+    return CT(type="ct", shape=(32, 32), angles=angles)
+
+
+def test_a_request_scores_the_same_alone_and_stacked_with_another_operator(
+    real_engine: Engine, x: np.ndarray
+) -> None:
+    """Alone, a request's operator tensors go to the engine once, shared by its rows;
+    beside a request with another operator object (compiled again: equal values) they are
+    stacked per row. Same answer either way."""
+    image = np.kron(x, np.ones((2, 2), np.float32))  # 32x32
+
+    def ct_task(count: int) -> Task:
+        op = compile_operator(_ct(count))
+        y = real_engine.forward("ct", image[None], {k: v[None] for k, v in op.params.items()})
+        return Task("pinv", op, y[0], ReconOptions(), "D4", tuple(eq.select("D4", (32, 32), 7)))
+
+    alone = ct_task(12)
+    (shared,) = run_batch(real_engine, [alone])
+    stacked, _ = run_batch(real_engine, [alone, ct_task(12)])
+    np.testing.assert_allclose(shared.image, stacked.image, atol=1e-6)
+    assert shared.equivariance is not None and stacked.equivariance is not None
+    assert shared.equivariance.score == pytest.approx(stacked.equivariance.score, rel=1e-5)
+    assert shared.data_consistency == pytest.approx(stacked.data_consistency, rel=1e-5)
+
+
+def test_shared_operator_tensors_are_copied_once_for_all_chunks(
+    real_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that shares one operator runs in chunks (here one row a call) off one
+    repeated copy, and each graph call still gets one operator row per image."""
+    op = compile_operator(_ct(12))
+    shared = {k: v[None] for k, v in op.params.items()}
+    images = np.random.default_rng(2).random((5, 32, 32), dtype=np.float32)
+    y = real_engine.forward("ct", images, shared)
+    per_row = {k: np.repeat(v, 5, 0) for k, v in shared.items()}
+    np.testing.assert_array_equal(y, real_engine.forward("ct", images, per_row))
+    norms = np.full(5, op.norm, np.float32)
+    whole = real_engine.reconstruct("pinv", "ct", y, per_row, norms, [ReconOptions()] * 5)
+
+    monkeypatch.setattr("service.engine.CHUNK_BYTES", 2 * sum(v.nbytes for v in shared.values()))
+    fed: list[np.ndarray] = []
+    run = real_engine._run
+
+    def recorded(rel: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        out = run(rel, feeds)
+        fed.append(real_engine._last_repeated[1]["fwd_index"])
+        assert len(feeds["y"]) <= 2
+        return out
+
+    monkeypatch.setattr(real_engine, "_run", recorded)
+    chunked = real_engine.reconstruct("pinv", "ct", y, shared, norms, [ReconOptions()] * 5)
+    np.testing.assert_allclose(chunked.x, whole.x, atol=1e-6)
+    assert len(fed) == 3  # 5 rows, at most 2 a call: 2, 2, 1 (spread: 1, 2, 2)
+    assert all(f is fed[0] for f in fed)  # one copy served every chunk
