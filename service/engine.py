@@ -143,7 +143,7 @@ class Engine:
         """Run ``graphs/{graph}.onnx`` (``graph`` = "kernel.role") or a zoo-relative path.
 
         Operator tensors shared by the batch (leading axis 1) are repeated to its rows
-        here, for the call only: the graphs take one operator per row."""
+        here (:meth:`_repeated`): the graphs take one operator per row."""
         rel = graph if graph.endswith(".onnx") else f"graphs/{graph}.onnx"
         try:
             session = self._sessions[rel]
